@@ -1,0 +1,28 @@
+"""Secure aggregation after Bonawitz et al. (CCS 2017), with an optional SecAgg+ sparse graph.
+
+Modes: "protocol" (real X25519 keys, Shamir shares, AEAD, PRG masks mod 2^k), "cost" (plaintext
+sum of the same quantised integers, and the protocol's exact messages and sizes), "off".
+The engine drives SecAggClient / SecAggServer stage by stage; run_secure_aggregation runs all
+stages in one process.
+"""
+from fedsim.secagg.client import SecAggClient
+from fedsim.secagg.cohort import Cohort
+from fedsim.secagg.config import SecAggConfig
+from fedsim.secagg.cost import Dropouts, cost_aggregate, cost_messages
+from fedsim.secagg.driver import client_rng_seed, run_secure_aggregation
+from fedsim.secagg.encoding import AggregateResult, decode_sum, encode_update
+from fedsim.secagg.errors import SecAggAbort, SecAggConfigError, SecAggProtocolError, TensorSpecError
+from fedsim.secagg.graph import neighbour_graph, resolve_degree
+from fedsim.secagg.messages import KINDS, SERVER, CostMessage, EncryptedShares, MaskedInput, Message, PeerKeys, \
+    PublicKeys, UnmaskRequest, UnmaskShares, bytes_by_kind
+from fedsim.secagg.server import SecAggServer
+from fedsim.secagg.sizes import MESSAGE_ROUNDS
+from fedsim.secagg.spec import TensorSpec
+
+__all__ = [
+    "AggregateResult", "Cohort", "CostMessage", "Dropouts", "EncryptedShares", "KINDS", "MESSAGE_ROUNDS",
+    "MaskedInput", "Message", "PeerKeys", "PublicKeys", "SERVER", "SecAggAbort", "SecAggClient", "SecAggConfig",
+    "SecAggConfigError", "SecAggProtocolError", "SecAggServer", "TensorSpec", "TensorSpecError", "UnmaskRequest",
+    "UnmaskShares", "bytes_by_kind", "client_rng_seed", "cost_aggregate", "cost_messages", "decode_sum",
+    "encode_update", "neighbour_graph", "resolve_degree", "run_secure_aggregation",
+]

@@ -1,0 +1,34 @@
+"""ClientWorker: a Ray actor that hosts many virtual clients (a WorkerRuntime)."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from fedsim.algorithms.base import ClientOutcome
+from fedsim.config import ExperimentConfig
+from fedsim.data.federated import FederatedData
+from fedsim.engine.worker import ClientTask, WorkerRuntime
+
+
+@ray.remote
+class ClientWorker:
+    """One process of the worker pool; the coordinator sends it one call per round."""
+
+    def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
+                 run_dir: str | None, committed_round: int) -> None:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        self.runtime = WorkerRuntime(config, algorithm_name, data, run_dir, committed_round)
+
+    def initial_payload(self, preset: str) -> Any:
+        return self.runtime.initial_payload(preset)
+
+    def run_clients(self, tasks: list[ClientTask], globals_by_preset: dict[str, Any]) -> list[ClientOutcome]:
+        return self.runtime.run_clients(tasks, globals_by_preset)
+
+    def evaluate(self, jobs: list[tuple[str, Any, tuple[int, int]]]) -> list[dict]:
+        return [self.runtime.evaluate(*job) for job in jobs]
+
+    def evaluate_clients(self, clients: list[tuple[int, str]], globals_by_preset: dict[str, Any]) -> dict[int, dict]:
+        return self.runtime.evaluate_clients(clients, globals_by_preset)

@@ -1,0 +1,31 @@
+"""Coordinator: the Ray actor that runs the rounds (a RoundEngine over the ClientWorker pool)."""
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from actors.executor import RayExecutor
+from fedsim.config import ExperimentConfig
+from fedsim.data.federated import FederatedData
+from fedsim.engine.coordinator import RoundEngine
+
+
+@ray.remote(num_cpus=0)
+class Coordinator:
+    """Owns sampling, aggregation, the byte ledger, the virtual clock, evaluation and checkpoints."""
+
+    def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
+                 workers: list[Any], run_dir: str | None, resume: bool) -> None:
+        self.engine = RoundEngine(config, algorithm_name, data, RayExecutor(workers), run_dir)
+        if resume:
+            self.engine.restore()
+
+    def completed_rounds(self) -> int:
+        return self.engine.completed
+
+    def run_round(self) -> dict[str, Any]:
+        return self.engine.run_round()
+
+    def rows(self) -> list[dict[str, Any]]:
+        return self.engine.rows

@@ -1,0 +1,135 @@
+"""The runner: starts Ray, the worker pool and the Coordinator, and drives the rounds with a progress bar."""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from tqdm import tqdm
+
+from actors.client_worker import ClientWorker
+from actors.coordinator import Coordinator
+from fedsim.config import ExperimentConfig, dump_config, load_config
+from fedsim.data.federated import build_federated_data
+from fedsim.engine.coordinator import CHECKPOINT_FILE
+from fedsim.results import SUMMARY_JSON, atomic_write_text, finalize, format_table
+
+
+class ResourceError(RuntimeError):
+    """The cluster cannot hold the requested worker pool."""
+
+
+def init_ray(config: ExperimentConfig) -> None:
+    """Connect to the configured cluster, or start a local one (dashboard off), unless Ray is up."""
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    if config.engine.ray_address:
+        ray.init(address=config.engine.ray_address, runtime_env=env, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False)
+
+
+def pool_size(config: ExperimentConfig) -> int:
+    """Workers to start: the configured number, or as many as the cluster's CPUs and GPUs hold."""
+    engine = config.engine
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if engine.dedicated:
+        wanted = config.clients.num
+    elif engine.num_workers == "auto":
+        limits = [math.floor(cpus / engine.num_cpus_per_worker + 1e-9)] if engine.num_cpus_per_worker else []
+        if engine.num_gpus_per_worker:
+            limits.append(math.floor(gpus / engine.num_gpus_per_worker + 1e-9))
+        wanted = max(1, min(limits)) if limits else max(1, int(cpus))
+    else:
+        wanted = engine.num_workers
+    if wanted * engine.num_cpus_per_worker > cpus + 1e-9 or wanted * engine.num_gpus_per_worker > gpus + 1e-9:
+        raise ResourceError(
+            f"{wanted} workers x (num_cpus={engine.num_cpus_per_worker}, num_gpus={engine.num_gpus_per_worker})"
+            f" do not fit the cluster (CPU {cpus:g}, GPU {gpus:g}); lower engine.num_workers or the"
+            f" per-worker resources (fractions are allowed)")
+    return wanted
+
+
+def new_run_dir(config: ExperimentConfig) -> Path:
+    """A fresh run folder under output_dir, named after the experiment and the time."""
+    base = Path(config.output_dir) / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, suffix = base, 1
+    while run_dir.exists():
+        run_dir, suffix = Path(f"{base}-{suffix}"), suffix + 1
+    run_dir.mkdir(parents=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    return run_dir
+
+
+def _committed_round(algorithm_dir: Path) -> int:
+    path = algorithm_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as handle:
+        return pickle.load(handle)["completed"]
+
+
+def run_algorithm(config: ExperimentConfig, algorithm: str, data_ref: Any, run_dir: Path,
+                  progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) one algorithm of the experiment; returns its summary."""
+    algorithm_dir = run_dir / algorithm
+    algorithm_dir.mkdir(exist_ok=True)
+    committed = _committed_round(algorithm_dir)
+    size = pool_size(config)
+    options = {"num_cpus": config.engine.num_cpus_per_worker, "num_gpus": config.engine.num_gpus_per_worker}
+    workers = [ClientWorker.options(**options).remote(config, algorithm, data_ref, str(algorithm_dir), committed)
+               for _ in range(size)]
+    coordinator = Coordinator.remote(config, algorithm, data_ref, workers, str(algorithm_dir), committed > 0)
+    try:
+        start = ray.get(coordinator.completed_rounds.remote())
+        bar = tqdm(total=config.rounds, initial=start, desc=f"{algorithm:>13}", disable=not progress,
+                   dynamic_ncols=True)
+        for _ in range(start, config.rounds):
+            row = ray.get(coordinator.run_round.remote())
+            postfix = {"loss": f"{row['loss']:.3f}" if row["loss"] is not None else "-",
+                       "up": f"{row['bytes_up_total'] / 1e6:.1f}MB", "sim": f"{row['sim_time_s']:.0f}s"}
+            if row["accuracy"] is not None:
+                postfix = {"acc": f"{100 * row['accuracy']:.1f}%"} | postfix
+            bar.set_postfix(postfix)
+            bar.update(1)
+        bar.close()
+        rows = ray.get(coordinator.rows.remote())
+    finally:
+        for actor in [coordinator, *workers]:
+            ray.kill(actor)
+    return finalize(algorithm_dir, rows, {"workers": size, "config": config.name})
+
+
+def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, progress: bool = True) -> tuple[Path, list[dict]]:
+    """Run every algorithm of an experiment into a run folder (new, or an existing one to resume)."""
+    init_ray(config)
+    run_dir = run_dir or new_run_dir(config)
+    data_ref = ray.put(build_federated_data(config))
+    summaries = []
+    for algorithm in config.algorithms:
+        summary_path = run_dir / algorithm / SUMMARY_JSON
+        if summary_path.is_file():
+            summaries.append(json.loads(summary_path.read_text()))
+            continue
+        summaries.append(run_algorithm(config, algorithm, data_ref, run_dir, progress))
+    return run_dir, summaries
+
+
+def resume_experiment(run_dir: Path, progress: bool = True) -> tuple[Path, list[dict]]:
+    """Continue a run folder after its last completed round."""
+    config_path = Path(run_dir) / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"cannot resume {run_dir}: it has no config.yaml (not a fedsim run folder)")
+    return run_experiment(load_config(config_path), Path(run_dir), progress)
+
+
+def print_summary(run_dir: Path, summaries: list[dict]) -> None:
+    print(f"\nrun folder: {run_dir}")
+    print(format_table(summaries))
+

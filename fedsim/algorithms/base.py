@@ -1,0 +1,72 @@
+"""The algorithm interface: a client step, an aggregation and the messages between them.
+
+Algorithms never import Ray: the engine moves their messages and keeps their state.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedsim.comm import Message
+from fedsim.config import ExperimentConfig
+
+Arrays = dict[str, np.ndarray]
+
+POOLED_CLIENT = -2  # the client id of the pooled data set (centralized training)
+
+
+@dataclass
+class ClientContext:
+    """Everything a client step may use, handed to it by the worker that hosts the client."""
+
+    client: int
+    round_index: int
+    config: ExperimentConfig
+    preset: str
+    examples: list            # list[fedsim.data.task.Example]
+    download: Message | None  # what the server sent this client this round (counted as bytes)
+    state: dict[str, Any]     # the client's persistent state (empty at first); mutate in place
+    global_payload: Any = None  # the server's current payload for this preset (not communicated)
+    model: Any = None         # the worker's peft model for this client's architecture
+    tokenizer: Any = None
+    local_steps: int = 0
+
+
+@dataclass
+class ClientOutcome:
+    """What a client step returns: messages for the server and what it did."""
+
+    client: int
+    messages: list[Message] = field(default_factory=list)
+    num_samples: int = 0          # aggregation weight (n_k)
+    samples_processed: int = 0    # for the virtual clock
+    metrics: dict[str, float] = field(default_factory=dict)
+    state_changed: bool = False
+    server_payload: Any = None    # a result that never crosses the wire (pooled training only)
+
+
+class Algorithm(ABC):
+    """One federated algorithm. Global state is a mapping from SLM preset to its payload."""
+
+    name: str = ""
+    needs_model: bool = True        # False for workloads without a language model
+    keeps_client_state: bool = False  # True when clients carry state across rounds
+    pooled: bool = False            # True when one pooled client replaces the cohort (centralized)
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+
+    def download_kind(self) -> str | None:
+        """Kind of the message every sampled client receives (None: nothing is sent)."""
+        return "adapter"
+
+    @abstractmethod
+    def client_step(self, ctx: ClientContext) -> ClientOutcome:
+        """Run one client's round on its worker."""
+
+    def aggregate(self, preset: str, global_payload: Any, outcomes: list[ClientOutcome]) -> Any:
+        """Combine one preset's client outcomes into its new global payload (default: unchanged)."""
+        return global_payload

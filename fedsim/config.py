@@ -1,0 +1,239 @@
+"""Experiment configuration: one YAML file per experiment, validated, with `--set a.b=c` overrides.
+
+Every error names the key path and what is allowed, and is raised before Ray starts.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ALGORITHMS = ("local", "fedavg_lora", "centralized", "fedavg_vector")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(_Section):
+    """Where client data comes from and how it is split over clients."""
+
+    source: Literal["builtin", "file"] = "builtin"
+    path: str | None = None
+    train_per_client: int = Field(40, ge=1, description="mean examples per client (builtin)")
+    size_skew: float | None = Field(None, gt=0, description="Dirichlet alpha of quantity skew; null = equal")
+    domain_alpha: float | None = Field(None, gt=0, description="Dirichlet alpha over domains; null = IID")
+    test_size: int = Field(200, ge=1)
+    public_size: int = Field(500, ge=0)
+    min_steps: int = Field(2, ge=1, le=4)
+    max_steps: int = Field(4, ge=1, le=4)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TaskConfig":
+        if self.source == "file" and not self.path:
+            raise ValueError("task.path is required when task.source is 'file'")
+        if self.min_steps > self.max_steps:
+            raise ValueError("task.min_steps must be <= task.max_steps")
+        return self
+
+
+class Distribution(_Section):
+    """A per-client draw: log-normal around a median (sigma 0 = the same for everyone)."""
+
+    median: float = Field(gt=0)
+    sigma: float = Field(0.0, ge=0)
+
+
+class ClientsConfig(_Section):
+    """The registered population and its heterogeneity."""
+
+    num: int = Field(20, ge=1)
+    per_round: int = Field(10, ge=1)
+    over_commit: float = Field(1.0, ge=1.0, description="sample ceil(per_round*over_commit), keep the fastest")
+    deadline_s: float | None = Field(None, gt=0, description="simulated seconds; later clients are dropped")
+    availability: float = Field(1.0, gt=0, le=1.0, description="probability a client is online in a round")
+    presets: dict[str, float] = Field(default_factory=lambda: {"llama-1m": 1.0},
+                                      description="SLM preset (or local path) -> share of clients")
+    seconds_per_sample: Distribution = Field(default_factory=lambda: Distribution(median=0.05, sigma=0.5))
+    bandwidth_mbps: Distribution = Field(default_factory=lambda: Distribution(median=20.0, sigma=0.7))
+
+    @field_validator("presets")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("clients.presets needs at least one preset")
+        if any(share <= 0 for share in value.values()):
+            raise ValueError("clients.presets shares must be > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "ClientsConfig":
+        if self.per_round > self.num:
+            raise ValueError(f"clients.per_round ({self.per_round}) must be <= clients.num ({self.num})")
+        return self
+
+
+class TrainConfig(_Section):
+    """Local training of each client's SLM."""
+
+    target: Literal["answer", "rationale"] = "rationale"
+    local_steps: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_len: int = Field(96, ge=8)
+    keep_optimizer_state: bool = False
+
+
+class LoraConfig(_Section):
+    """LoRA adapters through peft."""
+
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+    train_embeddings: bool = False
+
+
+class EvalConfig(_Section):
+    """How accuracy is measured."""
+
+    every: int = Field(1, ge=0, description="evaluate every N rounds and after the last; 0 = never")
+    mode: Literal["answer", "rationale"] = "rationale"
+    max_clients: int = Field(20, ge=1, description="clients whose own model is evaluated (local)")
+    batch_size: int = Field(64, ge=1)
+
+
+class CommConfig(_Section):
+    """What travels on the simulated wire."""
+
+    adapter_dtype: Literal["float32", "float16"] = "float32"
+
+
+class SyntheticConfig(_Section):
+    """The fedavg_vector benchmarking workload (no model): a vector and fixed work per client."""
+
+    vector_size: int = Field(100_000, ge=1)
+    busy_ms: float = Field(0.0, ge=0)
+
+
+class EngineConfig(_Section):
+    """The Ray worker pool."""
+
+    num_workers: int | Literal["auto"] = "auto"
+    num_cpus_per_worker: float = Field(1.0, ge=0)
+    num_gpus_per_worker: float = Field(0.0, ge=0)
+    dedicated: bool = Field(False, description="one worker actor per client (small N, clusters)")
+    ray_address: str | None = None
+
+    @field_validator("num_workers")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("engine.num_workers must be >= 1 or 'auto'")
+        return value
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment: one or several algorithms run on the same federation."""
+
+    name: str = "experiment"
+    seed: int = 0
+    algorithms: list[str] = Field(default_factory=lambda: ["fedavg_lora"])
+    rounds: int = Field(5, ge=1)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    clients: ClientsConfig = Field(default_factory=ClientsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    comm: CommConfig = Field(default_factory=CommConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    output_dir: str = "runs"
+
+    @field_validator("algorithms")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("algorithms needs at least one entry")
+        unknown = [name for name in value if name not in ALGORITHMS]
+        if unknown:
+            raise ValueError(f"unknown algorithm(s) {unknown}; allowed: {list(ALGORITHMS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("algorithms must not repeat")
+        return value
+
+    def sampled_per_round(self) -> int:
+        """How many clients are drawn each round before the fastest are kept."""
+        return min(self.clients.num, math.ceil(self.clients.per_round * self.clients.over_commit))
+
+
+def _format_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{path}: {message}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override value as YAML (numbers, booleans, lists, null); fall back to the string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=c` overrides to a raw config mapping (in place) and return it."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        parts = key.split(".")
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth + 1])} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def validate(raw: dict[str, Any]) -> ExperimentConfig:
+    """Validate a raw mapping into an ExperimentConfig, or raise ConfigError naming every bad key."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_error(error)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment file, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    return validate(apply_overrides(raw, overrides or []))
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The resolved config as YAML text (every default written out)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

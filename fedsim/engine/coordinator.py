@@ -1,0 +1,276 @@
+"""The round engine: sampling, scheduling, aggregation, accounting, evaluation and checkpoints.
+
+No Ray here: the engine talks to workers through an `Executor` (Ray actors in actors/, or plain
+in-process workers for tests and the benchmark's lower bound).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedsim.algorithms import make_algorithm
+from fedsim.algorithms.base import POOLED_CLIENT, ClientOutcome
+from fedsim.algorithms.fedavg import cast_for_wire
+from fedsim.clock import ClientProfiles, VirtualClock, plan_cohort, sample_online
+from fedsim.comm import SERVER, ByteLedger, Message, payload_nbytes
+from fedsim.config import ExperimentConfig
+from fedsim.data.federated import FederatedData
+from fedsim.engine.worker import ClientTask
+from fedsim.results import write_rows
+from fedsim.rng import numpy_stream
+
+CHECKPOINT_FILE = "checkpoint.pkl"
+
+
+class Executor(Protocol):
+    """How the engine reaches its workers."""
+
+    num_workers: int
+
+    def initial_payload(self, preset: str) -> Any: ...
+
+    def run_clients(self, per_worker: dict[int, list[ClientTask]],
+                    globals_by_preset: dict[str, Any]) -> list[ClientOutcome]: ...
+
+    def evaluate(self, jobs: dict[int, list[tuple[str, Any, tuple[int, int]]]]) -> dict[int, list[dict]]: ...
+
+    def evaluate_clients(self, per_worker: dict[int, list[tuple[int, str]]],
+                         globals_by_preset: dict[str, Any]) -> dict[int, dict]: ...
+
+
+def _atomic_pickle(obj: Any, path: Path) -> None:
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as handle:
+        pickle.dump(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def merge_counts(parts: list[dict[str, list[int]]]) -> dict[str, list[int]]:
+    """Add per-domain [correct, total] counts."""
+    merged: dict[str, list[int]] = {}
+    for part in parts:
+        for domain, (correct, total) in part.items():
+            entry = merged.setdefault(domain, [0, 0])
+            entry[0] += correct
+            entry[1] += total
+    return merged
+
+
+def client_accuracy(counts: dict[str, list[int]], mixture: dict[str, float]) -> float:
+    """A client's expected accuracy: per-domain accuracy weighted by its own domain mixture."""
+    weights = {d: w for d, w in mixture.items() if d in counts and counts[d][1] > 0}
+    total = sum(weights.values())
+    if total <= 0:
+        correct = sum(c for c, _ in counts.values())
+        return correct / max(1, sum(t for _, t in counts.values()))
+    return sum(w * counts[d][0] / counts[d][1] for d, w in weights.items()) / total
+
+
+class RoundEngine:
+    """Runs one algorithm's rounds over a federation and keeps every number it reports."""
+
+    def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
+                 executor: Executor, run_dir: str | None) -> None:
+        self.config = config
+        self.algorithm = make_algorithm(algorithm_name, config)
+        self.data = data
+        self.executor = executor
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.profiles = ClientProfiles.draw(config.clients, config.seed)
+        self.completed = 0
+        self.clock = VirtualClock()
+        self.bytes = ByteLedger()
+        self.rows: list[dict[str, Any]] = []
+        self.worker_of: dict[int, int] = {}
+        self.eval_clients = self._pick_eval_clients()
+        presets = sorted(set(self.profiles.presets)) if not self.algorithm.pooled else [self.profiles.presets[0]]
+        self.globals: dict[str, Any] = {preset: executor.initial_payload(preset) for preset in presets}
+
+    # ----- state -------------------------------------------------------------------------------
+    def _pick_eval_clients(self) -> list[int]:
+        n = self.profiles.num_clients
+        count = min(n, self.config.eval.max_clients)
+        if count == n:
+            return list(range(n))
+        rng = numpy_stream(self.config.seed, SERVER, 0, "eval-clients")
+        return sorted(int(c) for c in rng.choice(n, size=count, replace=False))
+
+    def checkpoint(self) -> None:
+        """Write the engine's state after a completed round (atomically)."""
+        if self.run_dir is None:
+            return
+        state = {"completed": self.completed, "globals": self.globals, "clock": self.clock.now_s,
+                 "bytes": self.bytes.to_dict(), "rows": self.rows, "worker_of": self.worker_of}
+        _atomic_pickle(state, self.run_dir / CHECKPOINT_FILE)
+
+    def restore(self) -> None:
+        """Load the last checkpoint of this run folder."""
+        with open(self.run_dir / CHECKPOINT_FILE, "rb") as handle:
+            state = pickle.load(handle)
+        self.completed = state["completed"]
+        self.globals = state["globals"]
+        self.clock = VirtualClock(state["clock"])
+        self.bytes = ByteLedger.from_dict(state["bytes"])
+        self.rows = state["rows"]
+        write_rows(self.run_dir, self.rows)
+        self.worker_of = {c: w % self.executor.num_workers for c, w in state["worker_of"].items()}
+
+    @property
+    def done(self) -> bool:
+        return self.completed >= self.config.rounds
+
+    # ----- one round ---------------------------------------------------------------------------
+    def _wire_payloads(self) -> dict[str, Any]:
+        kind = self.algorithm.download_kind()
+        if kind is None:
+            return {}
+        if kind == "adapter":
+            return {p: cast_for_wire(g, self.config.comm.adapter_dtype) for p, g in self.globals.items()}
+        return dict(self.globals)
+
+    def _planned_seconds(self, clients: list[int], wire: dict[str, Any]) -> dict[int, float]:
+        samples = self.config.train.local_steps * self.config.train.batch_size
+        planned = {}
+        for client in clients:
+            preset = self.profiles.preset_of(client)
+            size = payload_nbytes(wire[preset]) if preset in wire else 0
+            compute, transfer = self.profiles.completion_time(client, samples, size, size)
+            planned[client] = compute + transfer
+        return planned
+
+    def _assign(self, clients: list[int], planned: dict[int, float]) -> dict[int, list[int]]:
+        """Keep each client on its worker; place new clients on the least-loaded worker."""
+        workers = self.executor.num_workers
+        load = [0.0] * workers
+        per_worker: dict[int, list[int]] = {}
+        placed = [c for c in clients if c in self.worker_of]
+        new = sorted((c for c in clients if c not in self.worker_of), key=lambda c: (-planned.get(c, 0.0), c))
+        for client in placed + new:
+            if client not in self.worker_of:
+                self.worker_of[client] = client % workers if self.config.engine.dedicated else int(np.argmin(load))
+            worker = self.worker_of[client]
+            load[worker] += planned.get(client, 1.0)
+            per_worker.setdefault(worker, []).append(client)
+        return per_worker
+
+    def run_round(self) -> dict[str, Any]:
+        """Run the next round and return its result row."""
+        started = time.perf_counter()
+        round_index = self.completed
+        wire = self._wire_payloads()
+        if self.algorithm.pooled:
+            sampled, selected, stragglers, late = [POOLED_CLIENT], [POOLED_CLIENT], [], []
+            per_worker = {0: [POOLED_CLIENT]}
+            presets = {POOLED_CLIENT: next(iter(self.globals))}
+        else:
+            sampled = sample_online(self.profiles, self.config.seed, round_index, self.config.sampled_per_round())
+            planned = self._planned_seconds(sampled, wire)
+            cohort = plan_cohort(self.profiles, sampled, self.config.clients.per_round, planned,
+                                 self.config.clients.deadline_s)
+            selected, stragglers, late = cohort.selected, cohort.stragglers, cohort.missed_deadline
+            per_worker = self._assign(selected, planned)
+            presets = {c: self.profiles.preset_of(c) for c in selected}
+
+        kind = self.algorithm.download_kind()
+        downloads = {c: Message(kind, SERVER, c, wire[presets[c]]) for c in selected if kind is not None}
+        tasks = {w: [ClientTask(c, round_index, presets[c], downloads.get(c)) for c in clients]
+                 for w, clients in per_worker.items()}
+        outcomes = self.executor.run_clients(tasks, self.globals)
+
+        sim_round_s = self._account(round_index, downloads, outcomes)
+        by_preset: dict[str, list[ClientOutcome]] = {}
+        for outcome in outcomes:
+            by_preset.setdefault(presets[outcome.client], []).append(outcome)
+        for preset, group in sorted(by_preset.items()):
+            self.globals[preset] = self.algorithm.aggregate(preset, self.globals[preset], group)
+
+        self.completed += 1
+        row = self._row(round_index, started, sim_round_s, sampled, selected, stragglers, late, outcomes)
+        self.rows.append(row)
+        if self.run_dir is not None:
+            write_rows(self.run_dir, self.rows)
+        self.checkpoint()
+        return row
+
+    def _account(self, round_index: int, downloads: dict[int, Message], outcomes: list[ClientOutcome]) -> float:
+        """Count every message's bytes; return the round's simulated duration."""
+        duration = 0.0
+        for outcome in outcomes:
+            down = self.bytes.record_message(round_index, downloads[outcome.client]) if downloads else 0
+            up = sum(self.bytes.record_message(round_index, message) for message in outcome.messages)
+            if outcome.client == POOLED_CLIENT:
+                seconds = outcome.samples_processed * self.config.clients.seconds_per_sample.median
+            else:
+                compute, transfer = self.profiles.completion_time(outcome.client, outcome.samples_processed,
+                                                                  down, up)
+                seconds = compute + transfer
+            duration = max(duration, seconds)
+        self.clock.advance(duration)
+        return duration
+
+    # ----- evaluation and rows -----------------------------------------------------------------
+    def _should_evaluate(self) -> bool:
+        every = self.config.eval.every
+        return self.algorithm.needs_model and every > 0 and (self.completed % every == 0 or self.done)
+
+    def evaluate(self) -> tuple[float, dict[str, float]]:
+        """Mean client accuracy over the evaluation clients, and each global model's test accuracy."""
+        mixtures = {c: dict(zip(self.data.domains, self.data.domain_weights[c].tolist()))
+                    for c in self.eval_clients}
+        if self.algorithm.keeps_client_state:
+            per_worker: dict[int, list[tuple[int, str]]] = {}
+            for client in self.eval_clients:
+                worker = self.worker_of.get(client, client % self.executor.num_workers)
+                per_worker.setdefault(worker, []).append((client, self.profiles.preset_of(client)))
+            counts = self.executor.evaluate_clients(per_worker, self.globals)
+            accuracies = [client_accuracy(counts[c], mixtures[c]) for c in self.eval_clients]
+            return float(np.mean(accuracies)), {}
+        test_size = len(self.data.test)
+        workers = self.executor.num_workers
+        bounds = np.linspace(0, test_size, workers + 1).astype(int)
+        jobs = {w: [(p, g, (int(bounds[w]), int(bounds[w + 1]))) for p, g in sorted(self.globals.items())]
+                for w in range(workers) if bounds[w + 1] > bounds[w]}
+        results = self.executor.evaluate(jobs)
+        preset_names = sorted(self.globals)
+        per_preset = {p: merge_counts([results[w][i] for w in results]) for i, p in enumerate(preset_names)}
+        test_accuracy = {p: sum(c for c, _ in v.values()) / max(1, sum(t for _, t in v.values()))
+                         for p, v in per_preset.items()}
+        if self.algorithm.pooled:
+            return test_accuracy[preset_names[0]], test_accuracy
+        accuracies = [client_accuracy(per_preset[self.profiles.preset_of(c)], mixtures[c])
+                      for c in self.eval_clients]
+        return float(np.mean(accuracies)), test_accuracy
+
+    def _row(self, round_index: int, started: float, sim_round_s: float, sampled: list[int],
+             selected: list[int], stragglers: list[int], late: list[int],
+             outcomes: list[ClientOutcome]) -> dict[str, Any]:
+        losses = [o.metrics["loss"] for o in outcomes if "loss" in o.metrics]
+        accuracy, test_accuracy = self.evaluate() if self._should_evaluate() else (None, {})
+        row: dict[str, Any] = {
+            "round": round_index + 1,
+            "algorithm": self.algorithm.name,
+            "accuracy": accuracy,
+            "loss": float(np.mean(losses)) if losses else None,
+            "clients_sampled": len(sampled) if not self.algorithm.pooled else 0,
+            "clients_selected": len(selected) if not self.algorithm.pooled else 0,
+            "clients_succeeded": len(outcomes) if not self.algorithm.pooled else 0,
+            "clients_straggled": len(stragglers),
+            "clients_missed_deadline": len(late),
+            "bytes_up": self.bytes.direction_total("up", round_index),
+            "bytes_down": self.bytes.direction_total("down", round_index),
+            "bytes_up_total": self.bytes.direction_total("up"),
+            "bytes_down_total": self.bytes.direction_total("down"),
+            "sim_round_s": sim_round_s,
+            "sim_time_s": self.clock.now_s,
+        }
+        row.update({f"bytes/{key}": value for key, value in self.bytes.round_bytes(round_index).items()})
+        row.update({f"test_accuracy/{preset}": value for preset, value in test_accuracy.items()})
+        row["wall_s"] = time.perf_counter() - started
+        return row

@@ -1,0 +1,157 @@
+"""The worker runtime: hosts many virtual clients on one process (no Ray here).
+
+A worker keeps one base model per SLM preset and swaps each client's adapter in and out; client
+state (adapter, optimizer moments) lives in a store that is also written to the run folder, so it
+survives resume and can be reloaded by whichever worker a client lands on.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedsim.algorithms import make_algorithm
+from fedsim.algorithms.base import POOLED_CLIENT, ClientContext, ClientOutcome
+from fedsim.comm import Message
+from fedsim.config import ExperimentConfig
+from fedsim.data.federated import FederatedData
+from fedsim.rng import SERVER, seed_torch_global, stream_seed
+
+STATE_VERSIONS_KEPT = 2
+
+
+@dataclass
+class ClientTask:
+    """One client's work in a round, as the coordinator hands it to a worker."""
+
+    client: int
+    round_index: int
+    preset: str
+    download: Message | None
+
+
+class ClientStateStore:
+    """Per-client state in memory, with versioned copies on disk (the last two rounds)."""
+
+    def __init__(self, directory: Path | None, committed_round: int) -> None:
+        self.directory = directory
+        self.committed_round = committed_round
+        self.states: dict[int, dict[str, Any]] = {}
+
+    def _versions(self, client: int) -> list[Path]:
+        folder = self.directory / str(client)
+        return sorted(folder.glob("r*.pt")) if folder.is_dir() else []
+
+    def get(self, client: int) -> dict[str, Any]:
+        """The client's state: from memory, else the newest committed version on disk, else empty."""
+        if client not in self.states:
+            state: dict[str, Any] = {}
+            if self.directory is not None:
+                usable = [p for p in self._versions(client) if int(p.stem[1:]) <= self.committed_round]
+                if usable:
+                    state = torch.load(usable[-1], weights_only=False)
+            self.states[client] = state
+        return self.states[client]
+
+    def put(self, client: int, round_index: int, state: dict[str, Any]) -> None:
+        """Keep the state and write it as version `round_index`, dropping older versions."""
+        self.states[client] = state
+        if self.directory is None:
+            return
+        folder = self.directory / str(client)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"r{round_index:06d}.pt"
+        temporary = target.with_suffix(".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, target)
+        for old in self._versions(client)[:-STATE_VERSIONS_KEPT]:
+            old.unlink()
+
+
+class WorkerRuntime:
+    """Runs client steps and evaluations for the clients assigned to one worker."""
+
+    def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
+                 run_dir: str | None, committed_round: int = 0) -> None:
+        torch.set_num_threads(1)
+        self.config = config
+        self.algorithm = make_algorithm(algorithm_name, config)
+        self.data = data
+        state_dir = Path(run_dir) / "client_state" if run_dir and self.algorithm.keeps_client_state else None
+        self.store = ClientStateStore(state_dir, committed_round)
+        self.models: dict[str, tuple[Any, Any]] = {}
+        self.initial: dict[str, Any] = {}
+
+    def _model(self, preset: str) -> tuple[Any, Any]:
+        """The worker's base model for a preset with LoRA attached (built once, seeded)."""
+        if preset not in self.models:
+            from fedsim.models.lora import LoraSettings, attach_lora, get_adapter
+            from fedsim.models.presets import PRESETS, build_model, load_pretrained
+            from fedsim.models.tokenizer import builtin_tokenizer
+
+            if preset in PRESETS:
+                tokenizer = builtin_tokenizer()
+                model = build_model(preset, tokenizer, stream_seed(self.config.seed, SERVER, 0, f"base/{preset}"))
+            else:
+                model, tokenizer = load_pretrained(preset)
+            lora = self.config.lora
+            seed_torch_global(self.config.seed, SERVER, 0, f"lora-init/{preset}")
+            model = attach_lora(model, LoraSettings(lora.r, lora.alpha, lora.dropout, lora.target_modules,
+                                                    lora.train_embeddings))
+            self.models[preset] = (model, tokenizer)
+            self.initial[preset] = get_adapter(model)
+        return self.models[preset]
+
+    def initial_payload(self, preset: str) -> Any:
+        """The global payload a preset starts from (the same on every worker)."""
+        if not self.algorithm.needs_model:
+            return self.algorithm.initial_payload()
+        self._model(preset)
+        return self.initial[preset]
+
+    def run_clients(self, tasks: list[ClientTask], globals_by_preset: dict[str, Any]) -> list[ClientOutcome]:
+        """Run the algorithm's client step for each task, in order; keep changed client state."""
+        outcomes = []
+        for task in tasks:
+            model, tokenizer = self._model(task.preset) if self.algorithm.needs_model else (None, None)
+            if task.client == POOLED_CLIENT:
+                examples = self.data.pooled_examples()
+            elif self.algorithm.needs_model:
+                examples = self.data.client_examples(task.client)
+            else:
+                examples = []
+            state = self.store.get(task.client) if self.algorithm.keeps_client_state else {}
+            ctx = ClientContext(task.client, task.round_index, self.config, task.preset, examples, task.download,
+                                state, globals_by_preset.get(task.preset), model, tokenizer)
+            outcome = self.algorithm.client_step(ctx)
+            if outcome.state_changed:
+                self.store.put(task.client, task.round_index, state)
+            outcomes.append(outcome)
+        return outcomes
+
+    def evaluate(self, preset: str, adapter: Any, shard: tuple[int, int]) -> dict[str, list[int]]:
+        """Correct and total counts per domain of one adapter on a slice of the test set."""
+        from fedsim.models.lora import set_adapter
+        from fedsim.train.evaluate import exact_match
+
+        model, tokenizer = self._model(preset)
+        set_adapter(model, adapter)
+        counts: dict[str, list[int]] = {}
+        examples = self.data.test[shard[0]:shard[1]]
+        for domain in sorted({example.domain for example in examples}):
+            subset = [example for example in examples if example.domain == domain]
+            accuracy = exact_match(model, tokenizer, subset, self.config.eval.mode, self.config.eval.batch_size)
+            counts[domain] = [round(accuracy * len(subset)), len(subset)]
+        return counts
+
+    def evaluate_clients(self, clients: list[tuple[int, str]], globals_by_preset: dict[str, Any]) -> dict[int, dict]:
+        """Per-domain counts of each listed client's own adapter on the whole test set."""
+        results = {}
+        for client, preset in clients:
+            state = self.store.get(client)
+            adapter = state.get("adapter", globals_by_preset[preset])
+            results[client] = self.evaluate(preset, adapter, (0, len(self.data.test)))
+        return results

@@ -1,0 +1,129 @@
+"""Tiny model presets built from transformers configs, and loading/saving of local models.
+
+A preset name ("llama-1m", "gpt2-5m", ...) builds a seeded, randomly initialised causal LM
+sized for the built-in tokenizer; the number in the name is the approximate parameter count.
+Anything else is a local Hugging Face directory: nothing is ever fetched from the hub.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+Architecture = Literal["llama", "gpt2"]
+
+
+class ModelPathError(ValueError):
+    """A model path that is missing, not a model directory, or holds unloadable weights."""
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """Shape of a tiny causal LM; input and output embeddings are tied."""
+
+    architecture: Architecture
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_positions: int = 256
+
+    def config(self, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+        """A transformers config for this shape and `tokenizer`'s vocabulary and specials."""
+        specials = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+                    "bos_token_id": tokenizer.bos_token_id}
+        if self.architecture == "llama":
+            return LlamaConfig(
+                vocab_size=len(tokenizer), hidden_size=self.hidden_size,
+                intermediate_size=self.intermediate_size, num_hidden_layers=self.num_layers,
+                num_attention_heads=self.num_heads, num_key_value_heads=self.num_heads,
+                max_position_embeddings=self.max_positions, tie_word_embeddings=True, **specials,
+            )
+        return GPT2Config(
+            vocab_size=len(tokenizer), n_embd=self.hidden_size, n_layer=self.num_layers,
+            n_head=self.num_heads, n_inner=self.intermediate_size, n_positions=self.max_positions,
+            tie_word_embeddings=True, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **specials,
+        )
+
+
+PRESETS: dict[str, PresetSpec] = {
+    "llama-0.3m": PresetSpec("llama", hidden_size=64, num_layers=5, num_heads=4, intermediate_size=176),
+    "llama-1m": PresetSpec("llama", hidden_size=128, num_layers=5, num_heads=4, intermediate_size=320),
+    "llama-5m": PresetSpec("llama", hidden_size=256, num_layers=6, num_heads=8, intermediate_size=688),
+    "gpt2-0.3m": PresetSpec("gpt2", hidden_size=64, num_layers=5, num_heads=4, intermediate_size=256),
+    "gpt2-1m": PresetSpec("gpt2", hidden_size=128, num_layers=5, num_heads=4, intermediate_size=512),
+    "gpt2-5m": PresetSpec("gpt2", hidden_size=256, num_layers=6, num_heads=8, intermediate_size=1024),
+}
+
+
+def build_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """A preset built with random weights drawn from `seed`, or the model saved at a local path."""
+    if name_or_path in PRESETS:
+        config = PRESETS[name_or_path].config(tokenizer)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config)
+    else:
+        model, _ = load_pretrained(name_or_path)
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            raise ModelPathError(
+                f"{name_or_path}: the model's vocabulary ({model.get_input_embeddings().num_embeddings}) "
+                f"is smaller than the tokenizer's ({len(tokenizer)})"
+            )
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def architecture_key(name_or_path: str) -> str:
+    """What identifies a base model: the preset name, or the resolved local path."""
+    if name_or_path in PRESETS:
+        return name_or_path
+    return str(Path(name_or_path).expanduser().resolve())
+
+
+def load_pretrained(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local Hugging Face directory."""
+    directory = Path(path).expanduser()
+    if not directory.exists():
+        raise ModelPathError(f"{path}: no such model directory (and not a preset: {sorted(PRESETS)})")
+    if not directory.is_dir():
+        raise ModelPathError(f"{path}: not a directory")
+    if not (directory / "config.json").is_file():
+        raise ModelPathError(f"{path}: no config.json, so not a Hugging Face model directory")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise ModelPathError(f"{path}: could not load the model weights: {error}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise ModelPathError(f"{path}: could not load the tokenizer: {error}") from None
+    return model, tokenizer
+
+
+def save_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> None:
+    """Save a model (LoRA adapters merged into a copy) and its tokenizer in Hugging Face format."""
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+
+
+def num_parameters(model: torch.nn.Module) -> int:
+    """Distinct parameters of a model (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -1,0 +1,105 @@
+"""Run every stage of one aggregation in this process (tests, benchmarks, small runs)."""
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+
+from fedsim.secagg.client import SecAggClient
+from fedsim.secagg.config import SecAggConfig
+from fedsim.secagg.cost import Dropouts, cost_aggregate
+from fedsim.secagg.encoding import AggregateResult, capped_weight, encode_update
+from fedsim.secagg.errors import TensorSpecError
+from fedsim.secagg.messages import Message
+from fedsim.secagg.server import SecAggServer
+from fedsim.secagg.spec import TensorSpec
+
+QUANTIZATION_STREAM = 0x9A47
+"""Purpose tag of each client's stochastic-rounding stream."""
+
+
+def client_rng_seed(seed: int, round_index: int, position: int) -> list[int]:
+    """Seed of the stochastic-rounding stream of the client at `position` in the cohort."""
+    return [seed, round_index, position, QUANTIZATION_STREAM]
+
+
+def run_secure_aggregation(updates: Mapping[Hashable, Mapping[str, np.ndarray]], weights: Mapping[Hashable, int],
+                           config: SecAggConfig, round_index: int, drop_after_masking: frozenset = frozenset(),
+                           seed: int = 0, *, drop_before_shares: frozenset = frozenset(),
+                           drop_before_unmask: frozenset = frozenset()) -> tuple[AggregateResult, list[Message]]:
+    """Aggregate {client: {name: array}} with integer weights in config.mode; return the result and
+    every message sent (empty in "off" mode).
+
+    drop_after_masking: clients whose peers masked against them but whose masked input never
+    arrives (left out of the sum, their masks are removed from the survivors' shares).
+    drop_before_shares: clients that only advertised keys. drop_before_unmask: clients whose
+    masked input arrived but that send no unmasking shares (still in the sum).
+    """
+    client_ids = list(updates)
+    if set(weights) != set(client_ids):
+        raise TensorSpecError(f"weights are given for {sorted(weights, key=str)}, updates for "
+                              f"{sorted(client_ids, key=str)}")
+    if not client_ids:
+        raise TensorSpecError("secure aggregation needs at least one client update")
+    spec = TensorSpec.from_update(updates[client_ids[0]])
+    dropouts = Dropouts(frozenset(drop_before_shares), frozenset(drop_after_masking), frozenset(drop_before_unmask))
+    if config.mode == "off":
+        return _plaintext_sum(updates, weights, config, spec, dropouts), []
+    if config.mode == "cost":
+        absent = dropouts.before_shares | dropouts.before_input
+        encoded = {client: encode_update(updates[client], weights[client], spec, config,
+                                         np.random.default_rng(client_rng_seed(seed, round_index, position)),
+                                         f"client {client!r}")
+                   for position, client in enumerate(client_ids) if client not in absent}
+        return cost_aggregate(encoded, client_ids, spec, config, round_index, dropouts)
+    return _run_protocol(updates, weights, config, round_index, spec, dropouts, seed)
+
+
+def _run_protocol(updates, weights, config: SecAggConfig, round_index: int, spec: TensorSpec, dropouts: Dropouts,
+                  seed: int) -> tuple[AggregateResult, list[Message]]:
+    client_ids = list(updates)
+    server = SecAggServer(config, round_index, client_ids, spec)
+    dropouts.stage_sets(server.cohort)
+    clients = {client: SecAggClient(client, round_index, spec, config, client_rng_seed(seed, round_index, position))
+               for position, client in enumerate(client_ids)}
+    log: list[Message] = []
+
+    def deliver_up(message: Message, receive) -> None:
+        log.append(message)
+        receive(message)
+
+    for client in client_ids:
+        deliver_up(clients[client].advertise_keys(), server.receive_keys)
+    peer_keys = server.broadcast_keys()
+    log.extend(peer_keys)
+    for message in peer_keys:
+        if message.recipient not in dropouts.before_shares:
+            deliver_up(clients[message.recipient].share_keys(message), server.receive_shares)
+    forwarded = server.forward_shares()
+    log.extend(forwarded)
+    for message in forwarded:
+        if message.recipient not in dropouts.before_input:
+            client = message.recipient
+            deliver_up(clients[client].masked_input(updates[client], weights[client], message),
+                       server.receive_masked_input)
+    requests = server.request_unmask()
+    log.extend(requests)
+    for message in requests:
+        if message.recipient not in dropouts.before_unmask:
+            deliver_up(clients[message.recipient].unmask(message), server.receive_unmask)
+    return server.finish(), log
+
+
+def _plaintext_sum(updates, weights, config: SecAggConfig, spec: TensorSpec, dropouts: Dropouts) -> AggregateResult:
+    absent = dropouts.before_shares | dropouts.before_input
+    survivors = tuple(client for client in updates if client not in absent)
+    weighted_sum = {name: np.zeros(shape, dtype=np.float64) for name, shape in zip(spec.names, spec.shapes)}
+    total_weight = 0
+    for client in survivors:
+        spec.check(updates[client], f"client {client!r}")
+        weight = capped_weight(weights[client], config, f"client {client!r}")
+        total_weight += weight
+        for name in spec.names:
+            weighted_sum[name] += weight * np.asarray(updates[client][name], dtype=np.float64)
+    dropped = tuple(client for client in updates if client in absent)
+    return AggregateResult(weighted_sum, total_weight, survivors, dropped, 0, len(survivors) * spec.total, "off")

@@ -1,0 +1,99 @@
+"""Prompt format and batch encoding for causal-LM training.
+
+Two modes share one format:
+    answer:     "Question: {q}\\nAnswer:"     → " {answer}" + EOS
+    rationale:  "Question: {q}\\nRationale:"  → " {rationale} #### {answer}" + EOS
+A question with choices gets a "Choices: a | b | c" line after it. Labels are -100 on the
+prompt and on padding; the target span (EOS included) is found from token counts, never by
+comparing ids with the pad id, so the EOS target survives when pad == eos.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from fedsim.data.task import Example
+
+Mode = Literal["answer", "rationale"]
+ANSWER_MARKER = "####"
+IGNORE_INDEX = -100
+_PROMPT_ENDINGS = {"answer": "Answer:", "rationale": "Rationale:"}
+_LAST_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def render_prompt(example: Example, mode: Mode) -> str:
+    """The model input for `example`: the question (and choices) and the mode's cue."""
+    if mode not in _PROMPT_ENDINGS:
+        raise ValueError(f"mode must be 'answer' or 'rationale', got {mode!r}")
+    lines = [f"Question: {example.question}"]
+    if example.choices:
+        lines.append("Choices: " + " | ".join(example.choices))
+    lines.append(_PROMPT_ENDINGS[mode])
+    return "\n".join(lines)
+
+
+def render_target(example: Example, mode: Mode) -> str:
+    """The text the model should produce after the prompt (without EOS)."""
+    if mode == "answer":
+        return f" {example.answer}"
+    if mode == "rationale":
+        if not example.rationale:
+            raise ValueError(f"example has no rationale for mode 'rationale': {example.question[:60]!r}")
+        return f" {example.rationale} {ANSWER_MARKER} {example.answer}"
+    raise ValueError(f"mode must be 'answer' or 'rationale', got {mode!r}")
+
+
+def extract_answer(generated_text: str) -> str:
+    """The answer in generated text: what follows the last answer marker (first line of it),
+    else the last number, else the first line, stripped."""
+    if ANSWER_MARKER in generated_text:
+        after = generated_text.rsplit(ANSWER_MARKER, 1)[1].strip()
+        return after.splitlines()[0].strip() if after else ""
+    numbers = _LAST_NUMBER.findall(generated_text)
+    if numbers:
+        return numbers[-1]
+    stripped = generated_text.strip()
+    return stripped.splitlines()[0].strip() if stripped else ""
+
+
+def encode_for_training(
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    target: Mode,
+    max_len: int,
+) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids, attention_mask and labels (-100 outside the target span).
+
+    Each row is prompt tokens + target tokens + EOS. A row longer than `max_len` loses prompt
+    tokens from the left, so the target is kept; a target (EOS included) longer than
+    `max_len - 1` tokens is cut on the right.
+    """
+    if not examples:
+        raise ValueError("encode_for_training needs at least one example")
+    if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer needs both an eos and a pad token")
+    if max_len < 2:
+        raise ValueError(f"max_len must be >= 2, got {max_len}")
+    rows: list[tuple[list[int], int]] = []  # (token ids, length of the prompt part)
+    for example in examples:
+        prompt_ids = tokenizer.encode(render_prompt(example, target), add_special_tokens=False)
+        target_ids = tokenizer.encode(render_target(example, target), add_special_tokens=False)
+        target_ids = target_ids + [tokenizer.eos_token_id]
+        target_ids = target_ids[: max_len - 1]
+        prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_len - len(target_ids))):]
+        if not prompt_ids:
+            raise ValueError(f"max_len={max_len} leaves no room for the prompt")
+        rows.append((prompt_ids + target_ids, len(prompt_ids)))
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (ids, prompt_length) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, prompt_length : len(ids)] = torch.tensor(ids[prompt_length:])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

@@ -1,0 +1,284 @@
+"""Hugging Face transformers backend: a local causal-LM directory on CPU or GPU.
+
+Generation runs ``model.generate`` (KV cache on) over left-padded batches. One logits
+processor gives every row its own decoding: greedy rows keep the model's argmax, sampled
+rows draw from their own seeded generator (temperature, top-p), and each row stops at its
+own max_new_tokens; a stopping criterion ends rows whose text reached a stop string.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor,
+                          LogitsProcessorList, StoppingCriteria, StoppingCriteriaList)
+from transformers.utils import logging as hf_logging
+
+from serve.backends.base import LLMBackend, LoRAOptions, check_adapter_arrays, parse_options
+from serve.errors import ModelLoadError, RequestError, ServeConfigError
+from serve.params import Completion, GenerationParams, TokenizerInfo, TopKResult
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class HFOptions:
+    """Options of the hf backend (serve.backend_options).
+
+    max_batch_items bounds the rows of one forward pass; larger batches are split.
+    lora: {r, alpha, target_modules, dropout} attaches a replaceable peft LoRA.
+    """
+
+    model_path: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    cpu_threads: int = 1
+    max_batch_items: int = 64
+    lora: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_path, str) or not self.model_path:
+            raise ServeConfigError(f"backend_options.model_path must be a local directory, got {self.model_path!r}")
+        if self.dtype not in DTYPES:
+            raise ServeConfigError(f"backend_options.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
+            raise ServeConfigError(f"backend_options.device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        for name in ("cpu_threads", "max_batch_items"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ServeConfigError(f"backend_options.{name} must be an int >= 1, got {value!r}")
+        if self.lora is not None:
+            parse_options(LoRAOptions, self.lora, "backend_options.lora")
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ServeConfigError(f"backend_options.device is {name!r} but no CUDA GPU is visible")
+    return torch.device(name)
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """Text before the earliest stop string, and whether one was found."""
+    positions = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[:min(positions)], True) if positions else (text, False)
+
+
+class _RowDecoder(LogitsProcessor):
+    """Turns greedy generate into per-row decoding.
+
+    Rows past their own max_new_tokens are forced to EOS; sampled rows are forced to the
+    token drawn from their own generator, so greedy selection then picks exactly it.
+    """
+
+    def __init__(self, params: list[GenerationParams], prompt_len: int, eos_id: int | None):
+        self._params = params
+        self._prompt_len = prompt_len
+        self._eos_id = eos_id
+        self._budgets = torch.tensor([p.max_new_tokens for p in params])
+        self._sampled_rows = [row for row, p in enumerate(params) if not p.greedy]
+        self._generators: dict[int, torch.Generator] = {}
+
+    def _generator(self, row: int, device: torch.device) -> torch.Generator:
+        if row not in self._generators:
+            generator = torch.Generator(device=device)
+            seed = self._params[row].seed
+            if seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(seed)
+            self._generators[row] = generator
+        return self._generators[row]
+
+    def _sample(self, row: int, logits: torch.Tensor) -> int:
+        params = self._params[row]
+        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            keep = (sorted_probs.cumsum(-1) - sorted_probs) < params.top_p
+            probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_probs[keep])
+        return int(torch.multinomial(probs, 1, generator=self._generator(row, logits.device)))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self._prompt_len
+        over_budget = (self._budgets <= step).to(scores.device)
+        for row in self._sampled_rows:
+            if not over_budget[row]:
+                token = self._sample(row, scores[row])
+                scores[row] = float("-inf")
+                scores[row, token] = 0.0
+        if self._eos_id is not None and bool(over_budget.any()):
+            scores[over_budget] = float("-inf")
+            scores[over_budget, self._eos_id] = 0.0
+        return scores
+
+
+class _RowStopStrings(StoppingCriteria):
+    """Ends each row whose generated text contains one of its own stop strings."""
+
+    def __init__(self, tokenizer: Any, params: list[GenerationParams], prompt_len: int):
+        self._tokenizer = tokenizer
+        self._prompt_len = prompt_len
+        self._rows = [(row, p.stop) for row, p in enumerate(params) if p.stop]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row, stops in self._rows:
+            text = self._tokenizer.decode(input_ids[row, self._prompt_len:], skip_special_tokens=True)
+            done[row] = any(s in text for s in stops)
+        return done
+
+
+class HFBackend(LLMBackend):
+    """A transformers causal LM loaded from a local directory (never from a hub)."""
+
+    def __init__(self, options: Mapping[str, Any] | HFOptions):
+        self.options = parse_options(HFOptions, options, "serve.backend_options (hf)")
+        path = Path(self.options.model_path).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(f"hf backend: model_path {str(path)!r} is not a directory; point it at a "
+                                 "folder written by save_pretrained (config.json, weights, tokenizer)")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"hf backend: model_path {str(path)!r} has no config.json; "
+                                 "is it a folder written by save_pretrained?")
+        self._path = path
+        self._device = _resolve_device(self.options.device)
+        if self._device.type == "cpu":
+            torch.set_num_threads(self.options.cpu_threads)
+        hf_logging.disable_progress_bar()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                         dtype=DTYPES[self.options.dtype])
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"hf backend: cannot load a causal LM and tokenizer from "
+                                 f"{str(path)!r}: {exc}") from exc
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token_id is None:
+                raise ModelLoadError(f"hf backend: the tokenizer in {str(path)!r} has neither a pad "
+                                     "nor an eos token; batched generation needs one of them")
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self._tokenizer = tokenizer
+        self._vocab_size = int(model.config.vocab_size)
+        self._max_positions = getattr(model.config, "max_position_embeddings", None)
+        self._adapter_params: dict[str, torch.nn.Parameter] = {}
+        if self.options.lora is not None:
+            model = self._attach_lora(model, parse_options(LoRAOptions, self.options.lora,
+                                                           "backend_options.lora"))
+        self._model = model.to(self._device).eval()
+
+    def _attach_lora(self, model: Any, lora: LoRAOptions) -> Any:
+        from peft import LoraConfig, get_peft_model
+        from peft.utils import get_peft_model_state_dict
+
+        try:
+            model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha,
+                                                     target_modules=list(lora.target_modules),
+                                                     lora_dropout=lora.dropout, bias="none"))
+        except ValueError as exc:
+            raise ServeConfigError(f"backend_options.lora cannot be attached: {exc}") from exc
+        # Public names follow peft's saved-adapter convention (adapter name removed).
+        self._adapter_params = {name.replace(".default.", "."): param
+                                for name, param in model.named_parameters() if "lora_" in name}
+        saved_names = set(get_peft_model_state_dict(model))
+        if saved_names != set(self._adapter_params):
+            raise ModelLoadError("hf backend: LoRA parameter names do not match peft's saved-adapter names")
+        return model
+
+    def tokenizer_info(self) -> TokenizerInfo:
+        return TokenizerInfo(name=str(self._path), vocab_size=self._vocab_size,
+                             pad_token_id=self._tokenizer.pad_token_id,
+                             bos_token_id=self._tokenizer.bos_token_id,
+                             eos_token_id=self._tokenizer.eos_token_id)
+
+    def adapter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(param.shape) for name, param in self._adapter_params.items()}
+
+    def set_adapter(self, arrays: Mapping[str, np.ndarray]) -> None:
+        checked = check_adapter_arrays(arrays, self.adapter_shapes())
+        with torch.no_grad():
+            for name, param in self._adapter_params.items():
+                param.copy_(torch.from_numpy(checked[name]).to(device=param.device, dtype=param.dtype))
+
+    def _check_length(self, n_tokens: int, what: str) -> None:
+        if self._max_positions is not None and n_tokens > self._max_positions:
+            raise RequestError(f"{what} needs {n_tokens} positions but the model has "
+                               f"max_position_embeddings={self._max_positions}")
+
+    def generate(self, prompts: list[str], params: list[GenerationParams]) -> list[Completion]:
+        if len(prompts) != len(params):
+            raise RequestError(f"got {len(prompts)} prompts but {len(params)} parameter sets")
+        step = self.options.max_batch_items
+        completions: list[Completion] = []
+        for start in range(0, len(prompts), step):
+            completions += self._generate_chunk(prompts[start:start + step], params[start:start + step])
+        return completions
+
+    def _generate_chunk(self, prompts: list[str], params: list[GenerationParams]) -> list[Completion]:
+        encoded = self._tokenizer(prompts, padding=True, return_tensors="pt")
+        input_ids = encoded["input_ids"].to(self._device)
+        attention_mask = encoded["attention_mask"].to(self._device)
+        prompt_len = input_ids.shape[1]
+        prompt_tokens = attention_mask.sum(dim=1).tolist()
+        for n_prompt, p in zip(prompt_tokens, params):
+            self._check_length(n_prompt + p.max_new_tokens, "a prompt plus max_new_tokens")
+        eos_id = self._tokenizer.eos_token_id
+        stopping = StoppingCriteriaList()
+        if any(p.stop for p in params):
+            stopping.append(_RowStopStrings(self._tokenizer, params, prompt_len))
+        with torch.no_grad():
+            output = self._model.generate(
+                input_ids=input_ids, attention_mask=attention_mask,
+                max_new_tokens=max(p.max_new_tokens for p in params),
+                do_sample=False, num_beams=1, use_cache=True,
+                logits_processor=LogitsProcessorList([_RowDecoder(params, prompt_len, eos_id)]),
+                stopping_criteria=stopping,
+                pad_token_id=self._tokenizer.pad_token_id, eos_token_id=eos_id)
+        end_ids = {eos_id, self._tokenizer.pad_token_id} - {None}
+        completions = []
+        for row, p in enumerate(params):
+            tokens = output[row, prompt_len:prompt_len + p.max_new_tokens].tolist()
+            ended = next((i for i, token in enumerate(tokens) if token in end_ids), None)
+            if ended is not None:
+                tokens = tokens[:ended]
+            text, stopped = cut_at_stop(self._tokenizer.decode(tokens, skip_special_tokens=True), p.stop)
+            completions.append(Completion(text=text, finish_reason="stop" if ended is not None or stopped
+                                          else "length", prompt_tokens=int(prompt_tokens[row]),
+                                          completion_tokens=len(tokens)))
+        return completions
+
+    def topk_logits(self, token_batches: list[list[int]], k: int) -> list[TopKResult]:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self._vocab_size:
+            raise RequestError(f"k must be an int in [1, {self._vocab_size}], got {k!r}")
+        for index, tokens in enumerate(token_batches):
+            if len(tokens) == 0:
+                raise RequestError(f"token sequence {index} is empty")
+            if min(tokens) < 0 or max(tokens) >= self._vocab_size:
+                raise RequestError(f"token sequence {index} has ids outside [0, {self._vocab_size})")
+            self._check_length(len(tokens), f"token sequence {index}")
+        step = self.options.max_batch_items
+        results: list[TopKResult] = []
+        for start in range(0, len(token_batches), step):
+            results += self._topk_chunk(token_batches[start:start + step], k)
+        return results
+
+    def _topk_chunk(self, token_batches: list[list[int]], k: int) -> list[TopKResult]:
+        lengths = [len(tokens) for tokens in token_batches]
+        input_ids = torch.full((len(lengths), max(lengths)), self._tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, tokens in enumerate(token_batches):  # right padding: real positions start at 0
+            input_ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            attention_mask[row, :len(tokens)] = 1
+        with torch.no_grad():
+            logits = self._model(input_ids=input_ids.to(self._device),
+                                 attention_mask=attention_mask.to(self._device), use_cache=False).logits
+            values, ids = logits.topk(k, dim=-1)
+        values = values.to(torch.float16).cpu().numpy()
+        ids = ids.to(torch.int32).cpu().numpy()
+        return [TopKResult(ids=np.ascontiguousarray(ids[row, :n]), values=np.ascontiguousarray(values[row, :n]))
+                for row, n in enumerate(lengths)]

@@ -1,0 +1,53 @@
+"""Config validation: errors name the key path and what is allowed."""
+from pathlib import Path
+
+import pytest
+
+from fedsim.config import ConfigError, apply_overrides, dump_config, load_config, validate
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = write(tmp_path, "name: t\nrounds: 2\nclients:\n  num: 30\n")
+    config = load_config(path, ["clients.per_round=5", "train.lr=0.01", "algorithms=[local, centralized]"])
+    assert config.rounds == 2 and config.clients.num == 30 and config.clients.per_round == 5
+    assert config.train.lr == 0.01 and config.algorithms == ["local", "centralized"]
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"clients\.nmu: unknown key"):
+        load_config(write(tmp_path, "clients:\n  nmu: 3\n"))
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"rounds: "):
+        load_config(write(tmp_path, "rounds: many\n"))
+
+
+def test_more_sampled_than_registered():
+    with pytest.raises(ConfigError, match=r"clients: .*per_round \(50\) must be <= clients.num \(10\)"):
+        validate({"clients": {"num": 10, "per_round": 50}})
+
+
+def test_negative_rate_and_unknown_algorithm():
+    with pytest.raises(ConfigError) as error:
+        validate({"train": {"lr": -1.0}, "algorithms": ["fedsgd"]})
+    assert "train.lr" in str(error.value) and "allowed" in str(error.value)
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides({}, ["rounds"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_dump_round_trips(tmp_path):
+    config = validate({"name": "x", "clients": {"presets": {"llama-1m": 1, "gpt2-1m": 1}}})
+    path = write(tmp_path, dump_config(config))
+    assert load_config(path) == config

@@ -27,6 +27,9 @@ class ClientWorker:
     def run_clients(self, tasks: list[ClientTask], globals_by_preset: dict[str, Any]) -> list[ClientOutcome]:
         return self.runtime.run_clients(tasks, globals_by_preset)
 
+    def secagg_stage(self, stage: str, inbox: dict[int, Any]) -> dict[int, Any]:
+        return self.runtime.secagg_stage(stage, inbox)
+
     def evaluate(self, jobs: list[tuple[str, Any, tuple[int, int]]]) -> list[dict]:
         return [self.runtime.evaluate(*job) for job in jobs]
 

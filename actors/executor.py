@@ -36,6 +36,13 @@ class RayExecutor:
         results = _gather(futures)
         return [outcome for w in sorted(results) for outcome in results[w]]
 
+    def secagg_stage(self, stage: str, per_worker: dict[int, dict[int, Any]]) -> dict[int, Any]:
+        futures = {self.workers[w].secagg_stage.remote(stage, inbox): w for w, inbox in per_worker.items()}
+        replies: dict[int, Any] = {}
+        for part in _gather(futures).values():
+            replies.update(part)
+        return replies
+
     def evaluate(self, jobs: dict[int, list[tuple[str, Any, tuple[int, int]]]]) -> dict[int, list[dict]]:
         futures = {self.workers[w].evaluate.remote(worker_jobs): w for w, worker_jobs in jobs.items()}
         return _gather(futures)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ALGORITHMS = ("local", "fedavg_lora", "centralized", "fedavg_vector")
+ALGORITHMS = ("local", "fedavg_lora", "centralized", "fedavg_vector")  # see fedsim.algorithms.REGISTRY
 
 
 class ConfigError(ValueError):
@@ -125,6 +125,19 @@ class SyntheticConfig(_Section):
     busy_ms: float = Field(0.0, ge=0)
 
 
+class SecAggSettings(_Section):
+    """Secure aggregation of summed client updates (fedsim.secagg)."""
+
+    mode: Literal["off", "protocol", "cost"] = "off"
+    clip_range: float = Field(0.5, gt=0, description="each update coordinate is clipped to [-c, c]")
+    quant_bits: int = Field(24, ge=1, le=52)
+    modulus_bits: Literal[32, 64] = 64
+    threshold: float | int = Field(0.5, gt=0, description="Shamir t: an int, or a fraction of holders")
+    neighbours: int | Literal["log"] | None = Field(None, description="null = complete graph")
+    max_weight: int = Field(1_000_000, ge=1)
+    dropout_rate: float = Field(0.0, ge=0, lt=1, description="chance a client drops after masking")
+
+
 class EngineConfig(_Section):
     """The Ray worker pool."""
 
@@ -156,6 +169,7 @@ class ExperimentConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     comm: CommConfig = Field(default_factory=CommConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    secagg: SecAggSettings = Field(default_factory=SecAggSettings)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     output_dir: str = "runs"
 

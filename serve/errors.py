@@ -32,3 +32,7 @@ class EndpointError(RuntimeError):
 
 class TopKUnsupportedError(NotImplementedError):
     """The backend (or the external server behind it) cannot return top-k logits."""
+
+
+class DeploymentStartError(RuntimeError):
+    """A replica of the LLM deployment failed to start; the message carries its error."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 WORDS = ("the a one two three four five six seven eight nine ten cat dog bird fish sat ran flew "
@@ -21,6 +22,7 @@ def build_tiny_llm(directory: str | Path, *, hidden_size: int = 64, num_layers: 
                    num_heads: int = 4, max_positions: int = 256, seed: int = 0) -> Path:
     """Write a random LlamaForCausalLM and its tokenizer to ``directory``; return the path."""
     directory = Path(directory)
+    hf_logging.disable_progress_bar()
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer.train_from_iterator([" ".join(WORDS)],

@@ -1,12 +1,15 @@
-"""Algorithm registry: name -> class."""
-from fedsim.algorithms.base import Algorithm
-from fedsim.algorithms.centralized import Centralized
-from fedsim.algorithms.fedavg_lora import FedAvgLora
-from fedsim.algorithms.local import LocalOnly
-from fedsim.algorithms.synthetic import FedAvgVector
+"""Algorithm registry: name -> class, imported on first use (model-free workloads never load peft)."""
+from __future__ import annotations
 
-REGISTRY: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (LocalOnly, FedAvgLora, Centralized, FedAvgVector)
+from importlib import import_module
+
+from fedsim.algorithms.base import Algorithm
+
+REGISTRY: dict[str, str] = {
+    "local": "fedsim.algorithms.local:LocalOnly",
+    "fedavg_lora": "fedsim.algorithms.fedavg_lora:FedAvgLora",
+    "centralized": "fedsim.algorithms.centralized:Centralized",
+    "fedavg_vector": "fedsim.algorithms.synthetic:FedAvgVector",
 }
 
 
@@ -14,4 +17,5 @@ def make_algorithm(name: str, config) -> Algorithm:
     """Instantiate a registered algorithm."""
     if name not in REGISTRY:
         raise ValueError(f"unknown algorithm {name!r}; allowed: {sorted(REGISTRY)}")
-    return REGISTRY[name](config)
+    module, _, cls = REGISTRY[name].partition(":")
+    return getattr(import_module(module), cls)(config)

@@ -8,12 +8,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from fedsim.algorithms.fedavg import Arrays, apply_update, weighted_mean_update
 from fedsim.comm import Message
 from fedsim.config import ExperimentConfig
-
-Arrays = dict[str, np.ndarray]
 
 POOLED_CLIENT = -2  # the client id of the pooled data set (centralized training)
 
@@ -46,6 +43,7 @@ class ClientOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     state_changed: bool = False
     server_payload: Any = None    # a result that never crosses the wire (pooled training only)
+    secagg: Any = None            # what the client hands to secure aggregation instead of its update
 
 
 class Algorithm(ABC):
@@ -55,6 +53,7 @@ class Algorithm(ABC):
     needs_model: bool = True        # False for workloads without a language model
     keeps_client_state: bool = False  # True when clients carry state across rounds
     pooled: bool = False            # True when one pooled client replaces the cohort (centralized)
+    summed_kind: str | None = None  # message kind summed across clients (secure aggregation applies)
 
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
@@ -68,5 +67,15 @@ class Algorithm(ABC):
         """Run one client's round on its worker."""
 
     def aggregate(self, preset: str, global_payload: Any, outcomes: list[ClientOutcome]) -> Any:
-        """Combine one preset's client outcomes into its new global payload (default: unchanged)."""
-        return global_payload
+        """Combine one preset's client outcomes into its new global payload.
+
+        Summing algorithms get the sample-weighted mean of their `summed_kind` messages; the engine
+        calls `apply_mean` directly when the mean comes from secure aggregation instead.
+        """
+        if self.summed_kind is None:
+            return global_payload
+        return self.apply_mean(preset, global_payload, weighted_mean_update(outcomes, self.summed_kind))
+
+    def apply_mean(self, preset: str, global_payload: Any, mean: Arrays | None) -> Any:
+        """The new global payload given the clients' mean update (None: nobody reported)."""
+        return apply_update(global_payload, mean)

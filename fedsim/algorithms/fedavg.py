@@ -1,9 +1,14 @@
 """Sample-weighted averaging of named update arrays, shared by the FedAvg family."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from fedsim.algorithms.base import Arrays, ClientOutcome
+if TYPE_CHECKING:
+    from fedsim.algorithms.base import ClientOutcome
+
+Arrays = dict[str, np.ndarray]
 
 
 def cast_for_wire(arrays: Arrays, dtype: str) -> Arrays:

@@ -4,16 +4,15 @@ A and B are averaged separately, as in the reference implementation: mean(B)·me
 """
 from __future__ import annotations
 
-from typing import Any
-
 from fedsim.algorithms.base import Algorithm, ClientContext, ClientOutcome
-from fedsim.algorithms.fedavg import apply_update, cast_for_wire, weighted_mean_update
+from fedsim.algorithms.fedavg import cast_for_wire
 from fedsim.algorithms.lora_training import train_adapter
 from fedsim.comm import SERVER, Message
 
 
 class FedAvgLora(Algorithm):
     name = "fedavg_lora"
+    summed_kind = "adapter_delta"
 
     def client_step(self, ctx: ClientContext) -> ClientOutcome:
         received = {name: value.astype("float32") for name, value in ctx.download.payload.items()}
@@ -23,6 +22,3 @@ class FedAvgLora(Algorithm):
         return ClientOutcome(ctx.client, [upload], len(ctx.examples), stats.samples,
                              {"loss": stats.mean_loss},
                              state_changed=self.config.train.keep_optimizer_state)
-
-    def aggregate(self, preset: str, global_payload: Any, outcomes: list[ClientOutcome]) -> Any:
-        return apply_update(global_payload, weighted_mean_update(outcomes, "adapter_delta"))

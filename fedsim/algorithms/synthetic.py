@@ -6,12 +6,9 @@ stream, optionally spins for `synthetic.busy_ms`, and uploads the difference.
 from __future__ import annotations
 
 import time
-from typing import Any
-
 import numpy as np
 
 from fedsim.algorithms.base import Algorithm, ClientContext, ClientOutcome
-from fedsim.algorithms.fedavg import apply_update, weighted_mean_update
 from fedsim.comm import SERVER, Message
 from fedsim.rng import numpy_stream
 
@@ -26,6 +23,7 @@ def busy_wait(milliseconds: float) -> None:
 class FedAvgVector(Algorithm):
     name = "fedavg_vector"
     needs_model = False
+    summed_kind = "vector_delta"
 
     def initial_payload(self) -> dict[str, np.ndarray]:
         return {"w": np.zeros(self.config.synthetic.vector_size, dtype=np.float32)}
@@ -38,6 +36,3 @@ class FedAvgVector(Algorithm):
         busy_wait(self.config.synthetic.busy_ms)
         upload = Message("vector_delta", ctx.client, SERVER, {"w": local - received})
         return ClientOutcome(ctx.client, [upload], 1, 1, {"loss": float(np.abs(local).mean())})
-
-    def aggregate(self, preset: str, global_payload: Any, outcomes: list[ClientOutcome]) -> Any:
-        return apply_update(global_payload, weighted_mean_update(outcomes, "vector_delta"))

@@ -1,14 +1,24 @@
-"""The built-in reasoning task: seeded multi-step arithmetic word problems.
+"""The built-in reasoning task: seeded multi-step arithmetic word problems on a ring of ten.
 
-Every problem starts from a small quantity and applies 2 to 4 operations, one sentence each,
-in one of several domains (shopping, travel, cooking, finance). Each single step stays in the
-digits 0..9 so that a tiny model can learn it; what makes the task hard is composing the
-steps, which is exactly what a step-by-step rationale spells out:
+Every problem places a pointer on one of ten positions numbered zero to nine (stations of a
+circle line, stalls of a round market, marks of an oven dial, digits of a safe's dial) and
+moves it 2 to 4 times, one sentence each, in one of several domains (shopping, travel,
+cooking, finance). Moving forward adds, moving back subtracts, and the positions wrap around,
+so all arithmetic is modulo 10:
 
-    question:  "Mia has 3 apples. She buys 4 more apples. Then she returns 2 apples.
-                How many apples does Mia have now?"
-    rationale: "3 + 4 = 7 . 7 - 2 = 5"
-    answer:    "5"
+    question:  "A circle line has ten stations, from zero to nine. Mia gets on at station 3.
+                She rides 8 stations forward. Then she rides 4 stations back.
+                At which station is Mia now?"
+    rationale: "3 + 8 = 1 . 1 - 4 = 7"
+    answer:    "7"
+
+Each single step is a lookup in a 10 x 10 table that a tiny model learns quickly. Because the
+start and the moves are uniform and wrap around, the answer is uniform given any strict subset
+of them: a model that answers directly gets no shortcut from, say, the last move, and has to
+compose all steps at once. That is what a step-by-step rationale spells out.
+
+The digits in a question are exactly the start and the move sizes, in order (every other
+number is written in words).
 
 Splits ("train", "test", "public") are disjoint by construction: a question belongs to the
 split chosen by a SHA-256 hash of its text, and a draw that hashes to another split is
@@ -39,9 +49,7 @@ class Example:
     choices: tuple[str, ...] | None = None
 
 
-# Every intermediate value stays in 0..9; multiplications and divisions use these operands.
-_MIN_VALUE, _MAX_VALUE = 0, 9
-_MULTIPLIERS = (2, 3, 4)
+RING_SIZE = 10
 
 # Buckets of the question hash (mod 10) that belong to each split.
 _SPLIT_BUCKETS: dict[str, frozenset[int]] = {
@@ -52,11 +60,10 @@ _SPLIT_BUCKETS: dict[str, frozenset[int]] = {
 _SPLIT_STREAM_IDS = {"train": 0, "test": 1, "public": 2}
 _MAX_DRAWS_PER_EXAMPLE = 1000
 
-_PEOPLE: tuple[tuple[str, str, str], ...] = (
-    # (name, subject pronoun, object pronoun)
-    ("Mia", "she", "her"), ("Ana", "she", "her"), ("Zoe", "she", "her"), ("Lea", "she", "her"),
-    ("Nora", "she", "her"), ("Ella", "she", "her"), ("Tom", "he", "him"), ("Ben", "he", "him"),
-    ("Sam", "he", "him"), ("Omar", "he", "him"), ("Leo", "he", "him"), ("Ivan", "he", "him"),
+_PEOPLE: tuple[tuple[str, str], ...] = (
+    # (name, subject pronoun)
+    ("Mia", "she"), ("Ana", "she"), ("Zoe", "she"), ("Lea", "she"), ("Nora", "she"), ("Ella", "she"),
+    ("Tom", "he"), ("Ben", "he"), ("Sam", "he"), ("Omar", "he"), ("Leo", "he"), ("Ivan", "he"),
 )
 
 
@@ -64,76 +71,63 @@ _PEOPLE: tuple[tuple[str, str, str], ...] = (
 class _Domain:
     """Sentence templates of one domain.
 
-    Placeholders: {name}, {subj} (pronoun), {obj} (object pronoun), {a}, {b}, {items}
-    (plural noun), {item_a} and {item_b} (the noun in the number agreeing with {a} or {b}).
-    `start` gives the first quantity {a}; `start_product` gives {a} groups of {b}; each entry
-    of `steps` maps an operation symbol to sentences with exactly one number, the operand {b}.
+    Placeholders: {name}, {subj} (subject pronoun), {place} and {places} (the place noun,
+    singular and plural), {place_b} (the place noun agreeing with {b}), {a} (the start), {b} (a
+    move). `setup` introduces the ring, `start` places the pointer at {a}, `steps` maps "+" and
+    "-" to sentences moving it by {b}, and `ask` is the question.
     """
 
-    items: tuple[tuple[str, str], ...]  # (singular, plural)
+    places: tuple[tuple[str, str], ...]  # (singular, plural)
+    setup: tuple[str, ...]
     start: tuple[str, ...]
-    start_product: tuple[str, ...]
     steps: Mapping[str, tuple[str, ...]]
     ask: tuple[str, ...]
 
 
 _DOMAIN_TEMPLATES: dict[str, _Domain] = {
     "shopping": _Domain(
-        items=(("apple", "apples"), ("pen", "pens"), ("book", "books"), ("shirt", "shirts"),
-               ("cup", "cups"), ("candle", "candles"), ("plate", "plates"), ("sock", "socks")),
-        start=("{name} has {a} {item_a}.", "{name} puts {a} {item_a} in a cart."),
-        start_product=("{name} buys {a} packs of {b} {items}.",
-                       "{name} picks {a} boxes with {b} {items} in each box."),
+        places=(("stall", "stalls"), ("shop", "shops")),
+        setup=("A round market has ten {places}, from zero to nine.",
+               "The {places} of a ring mall go from zero to nine."),
+        start=("{name} starts at {place} {a}.", "{name} buys bread at {place} {a}."),
         steps={
-            "+": ("{subj} buys {b} more {item_b}.", "A friend gives {obj} {b} more {item_b}."),
-            "-": ("{subj} returns {b} {item_b}.", "{subj} puts back {b} {item_b}."),
-            "*": ("The shop fills the order {b} times over.",),
-            "/": ("{subj} splits the {items} into {b} equal bags and keeps one bag.",),
+            "+": ("{subj} walks {b} {place_b} clockwise.", "Then {subj} moves on {b} {place_b}."),
+            "-": ("{subj} walks {b} {place_b} counterclockwise.", "Then {subj} turns back {b} {place_b}."),
         },
-        ask=("How many {items} does {name} have now?", "How many {items} are in the cart now?"),
+        ask=("At which {place} is {name} now?", "Where does {name} stop?"),
     ),
     "travel": _Domain(
-        items=(("passenger", "passengers"), ("tourist", "tourists"), ("hiker", "hikers"),
-               ("student", "students")),
-        start=("A bus leaves with {a} {item_a}.", "A boat starts the trip with {a} {item_a}."),
-        start_product=("{a} vans each carry {b} {items} to the station.",
-                       "{a} cars bring {b} {items} each to the port."),
+        places=(("station", "stations"), ("stop", "stops")),
+        setup=("A circle line has ten {places}, from zero to nine.",
+               "A ring bus route has ten {places}, from zero to nine."),
+        start=("{name} gets on at {place} {a}.", "{name} starts the trip at {place} {a}."),
         steps={
-            "+": ("At the next stop the driver picks up {b} more {item_b}.",
-                  "Then the group welcomes {b} more {item_b}."),
-            "-": ("At the next stop the driver drops off {b} {item_b}.",
-                  "Then the guide sends {b} {item_b} home."),
-            "*": ("At the big station the group grows to {b} times its size.",),
-            "/": ("The group splits into {b} equal teams and only one team stays.",),
+            "+": ("{subj} rides {b} {place_b} forward.", "Then {subj} travels {b} {place_b} ahead."),
+            "-": ("{subj} rides {b} {place_b} back.", "Then {subj} goes back {b} {place_b}."),
         },
-        ask=("How many {items} are on the trip now?", "How many {items} travel on now?"),
+        ask=("At which {place} is {name} now?", "Where does {name} get off?"),
     ),
     "cooking": _Domain(
-        items=(("egg", "eggs"), ("carrot", "carrots"), ("lemon", "lemons"), ("onion", "onions"),
-               ("potato", "potatoes"), ("tomato", "tomatoes")),
-        start=("{name} has {a} {item_a} in the bowl.", "{name} puts {a} {item_a} on the table."),
-        start_product=("{name} makes {a} dishes with {b} {items} in each dish.",
-                       "{name} opens {a} bags of {b} {items}."),
+        places=(("mark", "marks"), ("notch", "notches")),
+        setup=("The oven dial has ten {places}, from zero to nine.",
+               "A round kitchen timer has ten {places}, from zero to nine."),
+        start=("{name} sets it to {place} {a}.", "{name} begins to bake at {place} {a}."),
         steps={
-            "+": ("{subj} adds {b} more {item_b}.", "A neighbor brings {obj} {b} more {item_b}."),
-            "-": ("{subj} drops {b} {item_b}.", "{subj} uses {b} {item_b} for the soup."),
-            "*": ("{subj} makes the recipe {b} times bigger.",),
-            "/": ("{subj} splits the {items} into {b} equal piles and keeps one pile.",),
+            "+": ("{subj} turns it up {b} {place_b}.", "Then {subj} adds {b} {place_b} for the crust."),
+            "-": ("{subj} turns it down {b} {place_b}.", "Then {subj} takes off {b} {place_b} for the soup."),
         },
-        ask=("How many {items} does {name} have now?", "How many {items} are left for {name}?"),
+        ask=("At which {place} is the dial now?", "Which {place} does {name} see now?"),
     ),
     "finance": _Domain(
-        items=(("dollar", "dollars"), ("euro", "euros"), ("coin", "coins")),
-        start=("{name} has {a} {item_a}.", "{name} saves {a} {item_a}."),
-        start_product=("{name} saves for {a} weeks and puts away {b} {items} each week.",
-                       "{name} sells {a} drawings for {b} {items} each."),
+        places=(("digit", "digits"), ("number", "numbers")),
+        setup=("A safe has a round lock with ten {places}, from zero to nine.",
+               "The bank vault wheel shows ten {places}, from zero to nine."),
+        start=("{name} finds it at {place} {a}.", "{name} starts the code at {place} {a}."),
         steps={
-            "+": ("{subj} earns {b} more {item_b}.", "A friend pays {obj} back {b} {item_b}."),
-            "-": ("{subj} spends {b} {item_b} on lunch.", "{subj} pays {b} {item_b} for a ticket."),
-            "*": ("An investment makes the money grow {b} times.",),
-            "/": ("{subj} splits the money into {b} equal parts and keeps one part.",),
+            "+": ("{subj} spins it {b} {place_b} to the right.", "Then {subj} adds {b} {place_b} to the code."),
+            "-": ("{subj} spins it {b} {place_b} to the left.", "Then {subj} takes away {b} {place_b}."),
         },
-        ask=("How many {items} does {name} have now?", "How many {items} are left for {name}?"),
+        ask=("At which {place} is the lock now?", "Which {place} does {name} read now?"),
     ),
 }
 
@@ -155,13 +149,13 @@ def split_of(question: str) -> Split:
 
 def vocabulary_words() -> list[str]:
     """Every word, digit, operator and punctuation mark the generator can write, sorted."""
-    texts = [RATIONALE_STEP_SEPARATOR, "+ - * / ="]
-    texts += [f"{name} {subj.capitalize()} {obj}" for name, subj, obj in _PEOPLE]
+    texts = [RATIONALE_STEP_SEPARATOR, "+ - ="]
+    texts += [f"{name} {subj.capitalize()}" for name, subj in _PEOPLE]
     for spec in _DOMAIN_TEMPLATES.values():
-        texts += [f"{singular} {plural}" for singular, plural in spec.items]
-        for group in (spec.start, spec.start_product, spec.ask, *spec.steps.values()):
+        texts += [f"{singular} {plural}" for singular, plural in spec.places]
+        for group in (spec.setup, spec.start, spec.ask, *spec.steps.values()):
             texts += [_capitalise(template) for template in group]
-    words = set(map(str, range(10)))
+    words = {str(digit) for digit in range(RING_SIZE)}
     for text in texts:
         words.update(_WORD.findall(_PLACEHOLDER.sub(" ", text)))
     return sorted(words)
@@ -222,68 +216,30 @@ def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _feasible_steps(value: int) -> list[tuple[str, list[int]]]:
-    """Operations (symbol, allowed operands) that keep the value in 0..9."""
-    steps = []
-    if value < _MAX_VALUE:
-        steps.append(("+", list(range(1, _MAX_VALUE - value + 1))))
-    if value > _MIN_VALUE:
-        steps.append(("-", list(range(1, value + 1))))
-    multipliers = [m for m in _MULTIPLIERS if value >= 1 and value * m <= _MAX_VALUE]
-    if multipliers:
-        steps.append(("*", multipliers))
-    divisors = [d for d in _MULTIPLIERS if value >= d and value % d == 0]
-    if divisors:
-        steps.append(("/", divisors))
-    return steps
-
-
-def _apply(value: int, symbol: str, operand: int) -> int:
-    if symbol == "+":
-        return value + operand
-    if symbol == "-":
-        return value - operand
-    if symbol == "*":
-        return value * operand
-    return value // operand
-
-
 def _draw_example(rng: np.random.Generator, domain: str, num_steps: int) -> Example:
-    """Draw one problem of `domain` with exactly `num_steps` operations."""
+    """Draw one problem of `domain` with exactly `num_steps` moves."""
     spec = _DOMAIN_TEMPLATES[domain]
-    name, subj, obj = _PEOPLE[int(rng.integers(len(_PEOPLE)))]
-    singular, plural = spec.items[int(rng.integers(len(spec.items)))]
-    fields = {"name": name, "subj": subj, "obj": obj, "items": plural}
+    name, subj = _PEOPLE[int(rng.integers(len(_PEOPLE)))]
+    singular, plural = spec.places[int(rng.integers(len(spec.places)))]
 
-    def noun(count: int) -> str:
-        return singular if count == 1 else plural
+    def fill(template: str, **numbers: int) -> str:
+        agreeing = {f"place_{key}": singular if value == 1 else plural for key, value in numbers.items()}
+        return template.format(name=name, subj=subj, place=singular, places=plural, **agreeing, **numbers)
 
-    sentences, steps = [], []
-    if rng.random() < 0.25:
-        a = int(rng.integers(2, 5))
-        factors = [m for m in range(2, _MAX_VALUE + 1) if a * m <= _MAX_VALUE]
-        b = factors[int(rng.integers(len(factors)))]
-        value = a * b
-        sentences.append(_pick(rng, spec.start_product).format(**fields, a=a, b=b))
-        steps.append(f"{a} * {b} = {value}")
-    else:
-        value = int(rng.integers(1, _MAX_VALUE + 1))
-        sentences.append(_pick(rng, spec.start).format(**fields, a=value, item_a=noun(value)))
-    while len(steps) < num_steps:
-        symbol, operands = _pick_step(rng, _feasible_steps(value))
-        operand = operands[int(rng.integers(len(operands)))]
-        result = _apply(value, symbol, operand)
-        sentences.append(_pick(rng, spec.steps[symbol]).format(**fields, b=operand, item_b=noun(operand)))
-        steps.append(f"{value} {symbol} {operand} = {result}")
+    value = int(rng.integers(RING_SIZE))
+    sentences = [fill(_pick(rng, spec.setup)), fill(_pick(rng, spec.start), a=value)]
+    steps = []
+    for _ in range(num_steps):
+        symbol = "+" if rng.random() < 0.5 else "-"
+        move = int(rng.integers(1, RING_SIZE))
+        result = (value + move) % RING_SIZE if symbol == "+" else (value - move) % RING_SIZE
+        sentences.append(fill(_pick(rng, spec.steps[symbol]), b=move))
+        steps.append(f"{value} {symbol} {move} = {result}")
         value = result
-    sentences.append(_pick(rng, spec.ask).format(**fields))
-    question = " ".join(_capitalise(s) for s in sentences)
+    sentences.append(fill(_pick(rng, spec.ask)))
+    question = " ".join(_capitalise(sentence) for sentence in sentences)
     return Example(question=question, answer=str(value),
                    rationale=RATIONALE_STEP_SEPARATOR.join(steps), domain=domain)
-
-
-def _pick_step(rng: np.random.Generator, steps: list[tuple[str, list[int]]]) -> tuple[str, list[int]]:
-    return steps[int(rng.integers(len(steps)))]
 
 
 def _capitalise(sentence: str) -> str:

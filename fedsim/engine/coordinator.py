@@ -20,6 +20,7 @@ from fedsim.clock import ClientProfiles, VirtualClock, plan_cohort, sample_onlin
 from fedsim.comm import SERVER, ByteLedger, Message, payload_nbytes
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
+from fedsim.engine.secure_sum import SecAggAbort, dropped_after_masking, run_cost, run_protocol, secagg_config
 from fedsim.engine.worker import ClientTask
 from fedsim.results import write_rows
 from fedsim.rng import numpy_stream
@@ -41,6 +42,8 @@ class Executor(Protocol):
 
     def evaluate_clients(self, per_worker: dict[int, list[tuple[int, str]]],
                          globals_by_preset: dict[str, Any]) -> dict[int, dict]: ...
+
+    def secagg_stage(self, stage: str, per_worker: dict[int, dict[int, Any]]) -> dict[int, Any]: ...
 
 
 def _atomic_pickle(obj: Any, path: Path) -> None:
@@ -90,6 +93,8 @@ class RoundEngine:
         self.rows: list[dict[str, Any]] = []
         self.worker_of: dict[int, int] = {}
         self.eval_clients = self._pick_eval_clients()
+        secure = config.secagg.mode != "off" and self.algorithm.summed_kind is not None
+        self.secagg = secagg_config(config.secagg) if secure else None
         presets = sorted(set(self.profiles.presets)) if not self.algorithm.pooled else [self.profiles.presets[0]]
         self.globals: dict[str, Any] = {preset: executor.initial_payload(preset) for preset in presets}
 
@@ -184,32 +189,77 @@ class RoundEngine:
                  for w, clients in per_worker.items()}
         outcomes = self.executor.run_clients(tasks, self.globals)
 
-        sim_round_s = self._account(round_index, downloads, outcomes)
+        messages = list(downloads.values()) + [m for outcome in outcomes for m in outcome.messages]
         by_preset: dict[str, list[ClientOutcome]] = {}
         for outcome in outcomes:
             by_preset.setdefault(presets[outcome.client], []).append(outcome)
+        dropped: set[int] = set()
+        aborted: list[str] = []
         for preset, group in sorted(by_preset.items()):
-            self.globals[preset] = self.algorithm.aggregate(preset, self.globals[preset], group)
+            if self.secagg is None:
+                self.globals[preset] = self.algorithm.aggregate(preset, self.globals[preset], group)
+                continue
+            try:
+                mean, lost = self._secure_mean(round_index, preset, group, messages)
+            except SecAggAbort:
+                aborted.append(preset)  # the previous global state stays
+                dropped.update(outcome.client for outcome in group)
+                continue
+            dropped.update(lost)
+            self.globals[preset] = self.algorithm.apply_mean(preset, self.globals[preset], mean)
+        sim_round_s = self._account(round_index, messages, outcomes)
 
         self.completed += 1
         row = self._row(round_index, started, sim_round_s, sampled, selected, stragglers, late, outcomes)
+        row.update({"secagg": self.config.secagg.mode if self.secagg else "off",
+                    "clients_dropped": len(dropped), "secagg_aborted": aborted})
+        row["clients_succeeded"] -= len(dropped)
         self.rows.append(row)
         if self.run_dir is not None:
             write_rows(self.run_dir, self.rows)
         self.checkpoint()
         return row
 
-    def _account(self, round_index: int, downloads: dict[int, Message], outcomes: list[ClientOutcome]) -> float:
+    def _secure_mean(self, round_index: int, preset: str, group: list[ClientOutcome],
+                     messages: list[Message]) -> tuple[dict[str, np.ndarray], frozenset[int]]:
+        """The group's weighted mean update through secure aggregation; also who dropped."""
+        from fedsim.secagg import TensorSpec
+
+        spec = TensorSpec.from_update(self.globals[preset])
+        handed = {outcome.client: outcome.secagg for outcome in group}
+        dropped = dropped_after_masking(sorted(handed), self.config.secagg.dropout_rate, self.config.seed,
+                                        round_index)
+        if self.secagg.mode == "protocol":
+            result = run_protocol(self.secagg, round_index, spec, handed, dropped, self._stage_call, messages)
+        else:
+            result = run_cost(self.secagg, round_index, spec, handed, dropped, messages)
+        mean = {name: value.astype(np.float32) for name, value in result.mean().items()}
+        return mean, dropped
+
+    def _stage_call(self, stage: str, inbox: dict[int, Any]) -> dict[int, Any]:
+        per_worker: dict[int, dict[int, Any]] = {}
+        for client, message in inbox.items():
+            per_worker.setdefault(self.worker_of[client], {})[client] = message
+        return self.executor.secagg_stage(stage, per_worker)
+
+    def _account(self, round_index: int, messages: list[Message], outcomes: list[ClientOutcome]) -> float:
         """Count every message's bytes; return the round's simulated duration."""
+        up: dict[int, int] = {}
+        down: dict[int, int] = {}
+        for message in messages:
+            nbytes = self.bytes.record_message(round_index, message)
+            if message.direction == "up":
+                up[message.sender] = up.get(message.sender, 0) + nbytes
+            else:
+                down[message.receiver] = down.get(message.receiver, 0) + nbytes
         duration = 0.0
         for outcome in outcomes:
-            down = self.bytes.record_message(round_index, downloads[outcome.client]) if downloads else 0
-            up = sum(self.bytes.record_message(round_index, message) for message in outcome.messages)
             if outcome.client == POOLED_CLIENT:
                 seconds = outcome.samples_processed * self.config.clients.seconds_per_sample.median
             else:
                 compute, transfer = self.profiles.completion_time(outcome.client, outcome.samples_processed,
-                                                                  down, up)
+                                                                  down.get(outcome.client, 0),
+                                                                  up.get(outcome.client, 0))
                 seconds = compute + transfer
             duration = max(duration, seconds)
         self.clock.advance(duration)

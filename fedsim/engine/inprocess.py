@@ -29,6 +29,12 @@ class InProcessExecutor:
         return [outcome for worker, tasks in sorted(per_worker.items())
                 for outcome in self.workers[worker].run_clients(tasks, globals_by_preset)]
 
+    def secagg_stage(self, stage: str, per_worker: dict[int, dict[int, Any]]) -> dict[int, Any]:
+        replies: dict[int, Any] = {}
+        for worker, inbox in sorted(per_worker.items()):
+            replies.update(self.workers[worker].secagg_stage(stage, inbox))
+        return replies
+
     def evaluate(self, jobs: dict[int, list[tuple[str, Any, tuple[int, int]]]]) -> dict[int, list[dict]]:
         return {w: [self.workers[w].evaluate(*job) for job in worker_jobs] for w, worker_jobs in jobs.items()}
 

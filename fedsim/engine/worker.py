@@ -18,6 +18,7 @@ from fedsim.algorithms.base import POOLED_CLIENT, ClientContext, ClientOutcome
 from fedsim.comm import Message
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
+from fedsim.engine.secure_sum import ClientSide, secagg_config
 from fedsim.rng import SERVER, seed_torch_global, stream_seed
 
 STATE_VERSIONS_KEPT = 2
@@ -84,6 +85,9 @@ class WorkerRuntime:
         self.store = ClientStateStore(state_dir, committed_round)
         self.models: dict[str, tuple[Any, Any]] = {}
         self.initial: dict[str, Any] = {}
+        secure = config.secagg.mode != "off" and self.algorithm.summed_kind is not None
+        self.secagg = secagg_config(config.secagg) if secure else None
+        self.secure_side = ClientSide()
 
     def _model(self, preset: str) -> tuple[Any, Any]:
         """The worker's base model for a preset with LoRA attached (built once, seeded)."""
@@ -113,7 +117,12 @@ class WorkerRuntime:
         return self.initial[preset]
 
     def run_clients(self, tasks: list[ClientTask], globals_by_preset: dict[str, Any]) -> list[ClientOutcome]:
-        """Run the algorithm's client step for each task, in order; keep changed client state."""
+        """Run the algorithm's client step for each task, in order; keep changed client state.
+
+        Under secure aggregation a client's summed update stays here: the outcome carries only what
+        the protocol lets leave the client (public keys, or in cost mode the quantised vector).
+        """
+        self.secure_side.clear()
         outcomes = []
         for task in tasks:
             model, tokenizer = self._model(task.preset) if self.algorithm.needs_model else (None, None)
@@ -129,8 +138,21 @@ class WorkerRuntime:
             outcome = self.algorithm.client_step(ctx)
             if outcome.state_changed:
                 self.store.put(task.client, task.round_index, state)
+            if self.secagg is not None:
+                self._hold_update(task, outcome)
             outcomes.append(outcome)
         return outcomes
+
+    def _hold_update(self, task: ClientTask, outcome: ClientOutcome) -> None:
+        kind = self.algorithm.summed_kind
+        update = next(m.payload for m in outcome.messages if m.kind == kind)
+        outcome.messages = [m for m in outcome.messages if m.kind != kind]
+        outcome.secagg = self.secure_side.hold(task.client, task.round_index, update, outcome.num_samples,
+                                               self.secagg, self.config.seed)
+
+    def secagg_stage(self, stage: str, inbox: dict[int, Any]) -> dict[int, Any]:
+        """One secure-aggregation stage for this worker's clients."""
+        return self.secure_side.stage(stage, inbox)
 
     def evaluate(self, preset: str, adapter: Any, shard: tuple[int, int]) -> dict[str, list[int]]:
         """Correct and total counts per domain of one adapter on a slice of the test set."""

@@ -1,51 +1,60 @@
 """Token-level exponential mechanisms over a model's input-embedding space (FedCoT, §2.2–2.5).
 
-A FedCoT client perturbs each prompt before sending it to the server LLM: every
-perturbable token (a whole word or a whole number of the kit's vocabulary V') is replaced
-by a token drawn from an exponential mechanism; everything else is released unchanged and
-counted as unprotected.
+A FedCoT client perturbs each prompt before sending it to the server LLM. The perturbed
+units are whole-word tokens of the kit's vocabulary V' and whole numbers (runs of digits,
+however the tokenizer splits them); each is replaced by a draw from an exponential
+mechanism, and every other character of the text is released unchanged.
 
 - `TextPrivacyKit` is built once from a fast tokenizer and the LLM's input embeddings.
-  Words use cosine utility; numbers use numeric utility 1 - 2|x - x'| / R and only other
-  numbers as candidates. Classes can be excluded on purpose (`exclude`, `exclude_tokens`).
+  Words use cosine utility; numbers use numeric utility 1 - 2|x - x'| / R over numbers of
+  the same length (text_numbers.py). Classes can be excluded on purpose (`exclude`,
+  `exclude_tokens`); nothing is excluded by default, special tokens are never perturbed.
 - `TokenPerturber(kit, "em", eps)`: exponential mechanism over a candidate set fixed in
-  advance: the token's EM group, a partition of V' into groups of about `top_k` similar
-  tokens; P(t'|t) ∝ exp(eps·u(t,t') / (2Δu)) with Δu the group's computed sensitivity.
-  Proven: eps-DP per token for replacing a token by another token of its group (tokens of
-  different groups are distinguishable, as in CUSTEXT).
+  advance: the unit's EM group (words: a partition of V' into groups of about `top_k`
+  similar tokens; numbers: consecutive blocks of `top_k` numbers);
+  P(t'|t) ∝ exp(eps·u(t,t') / (2Δu)) with Δu the group's computed sensitivity. Proven:
+  eps-DP per unit for replacing it by another member of its group (members of different
+  groups are distinguishable, as in CUSTEXT).
 - `TokenPerturber(kit, "aem", eps)`: adaptive variant (InferDPT/RANTEXT-style). A Laplace
-  noised embedding sets the threshold s* = u(t, noisy t), candidates are the tokens with
-  u(t, t') >= s* among t's `top_m` neighbours, then EM at eps_em with Δu = 2 (the range
-  of the utility). eps_lap = f·eps, eps_em = (1 - f)·eps. The candidate set depends on the
-  private token, so the per-token eps is only claimed (status "claimed").
-  `reference=True` reproduces the FATE-LLM kit: eps_lap = eps_em = eps and Δu = 1; the
-  reported eps is the reference's own claim (its EM step alone is only 2·eps-DP).
+  noised embedding (or value) sets the threshold s* = u(t, noisy t); candidates are the
+  units with u(t, t') >= s* (words: among t's `top_m` neighbours), then EM at eps_em with
+  Δu = 2 (the range of the utility). eps_lap = f·eps, eps_em = (1 - f)·eps. The candidate
+  set depends on the private unit, so the per-unit eps is only claimed (status
+  "claimed"); moreover the per-dimension Laplace scale 2Δf_j/eps_lap (as in the reference)
+  is not eps_lap-DP for the whole embedding under the standard L1 analysis, which would
+  need Σ_j Δf_j/eps_lap. `reference=True` reproduces the FATE-LLM kit: eps_lap = eps_em =
+  eps and Δu = 1; the reported eps is the reference's own claim (its EM step alone is only
+  2·eps-DP). (The FATE kit also leaves numbers, short and all-caps words in clear: build
+  the kit with exclude={"numbers", "short_words", "all_caps"} for that.)
 - eps = inf releases the text unchanged.
 
-Each `PerturbedText` carries what the privacy ledger composes: n_perturbable tokens, each
-released at eps_per_token (pure DP), and the status.
+Each `PerturbedText` carries what the privacy ledger composes: n_perturbable units, each
+released by a pure-DP mechanism at eps_per_token, and the status.
 """
 from __future__ import annotations
 
 import math
+import numbers
 import time
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from fedsim.privacy.text_candidates import (
-    CandidatePool,
-    build_pool,
-    cosine_similarity_block,
-    numeric_similarity_block,
+from fedsim.privacy.text_candidates import CandidatePool, build_pool, cosine_similarity_block
+from fedsim.privacy.text_numbers import (
+    MAX_DIGITS,
+    NUMBER_PATTERN,
+    em_groups,
+    format_numbers,
+    number_domains,
+    sample_two_sided_geometric,
 )
-from fedsim.privacy.text_vocab import PerturbableVocabulary, perturbable_vocabulary
+from fedsim.privacy.text_vocab import PerturbableVocabulary, TextPrivacyError, perturbable_vocabulary
 
 Mechanism = Literal["em", "aem"]
-PoolName = Literal["word", "number"]
-POOL_NAMES: tuple[PoolName, ...] = ("word", "number")
 
 AEM_SENSITIVITY = 2.0
 """Δu used by AEM: utilities lie in [-1, 1], so any candidate set has sensitivity <= 2."""
@@ -54,19 +63,16 @@ REFERENCE_SENSITIVITY = 1.0
 _AEM_NOISE_BYTES = 32 * 2**20  # largest block of Laplace noise drawn at once
 
 
-class TextPrivacyError(ValueError):
-    """Invalid input to the text privacy kit or perturber."""
-
-
 @dataclass(frozen=True)
 class PerturbedText:
     """One perturbed prompt and the numbers the privacy ledger needs.
 
-    The release is n_perturbable pure-DP token mechanisms at eps_per_token each.
-    unprotected_fraction = 1 - n_perturbable / n_tokens: the share of tokens released in
-    clear (punctuation, sub-word pieces, excluded classes, special tokens, ...).
-    candidate_set_sizes has one entry per perturbable token; n_capped counts AEM tokens
-    whose threshold fell below their M-th neighbour (candidate set cut to the top-M list).
+    The release is n_perturbable pure-DP mechanisms (one per word token or number) at
+    eps_per_token each. unprotected_fraction: share of the text's content tokens (tokens
+    that are not pure whitespace) released in clear, i.e. not inside a perturbed unit
+    (punctuation, sub-word pieces, excluded classes, special tokens, ...).
+    candidate_set_sizes has one entry per perturbed unit, in text order; n_capped counts
+    AEM words whose threshold fell below their M-th neighbour (candidate set cut to top-M).
     """
 
     text: str
@@ -84,37 +90,44 @@ class PerturbedText:
 
 @dataclass(frozen=True)
 class LocatedText:
-    """A tokenised text and the character spans of its perturbable tokens."""
+    """A tokenised text, the character spans of its perturbable units and its coverage."""
 
     tokens: tuple[str, ...]
-    spans: list[tuple[int, int]]
-    pools: list[PoolName]
-    indices: list[int]
+    word_spans: list[tuple[int, int]]
+    word_indices: list[int]
+    number_spans: list[tuple[int, int]]
+    n_content_tokens: int
+    n_protected_tokens: int
+
+    @property
+    def unprotected_fraction(self) -> float:
+        if not self.n_content_tokens:
+            return 0.0
+        return 1.0 - self.n_protected_tokens / self.n_content_tokens
 
 
 class TextPrivacyKit:
     """Perturbable vocabulary V', embeddings, Δf, neighbour lists and EM groups of one LLM."""
 
     def __init__(self, tokenizer, vocabulary: PerturbableVocabulary, word_embeddings: np.ndarray,
-                 pools: dict[PoolName, CandidatePool], top_k: int, top_m: int,
-                 n_zero_norm_dropped: int, build_seconds: float):
+                 word_pool: CandidatePool, top_k: int, top_m: int, perturb_numbers: bool,
+                 exclude_tokens: frozenset[str], n_zero_norm_dropped: int, build_seconds: float):
         self.tokenizer = tokenizer
         self.vocabulary = vocabulary
         self.word_embeddings = word_embeddings
+        self.word_norms = np.linalg.norm(word_embeddings.astype(np.float64), axis=1)
         self.embedding_ranges = (word_embeddings.max(axis=0) - word_embeddings.min(axis=0)
                                  if word_embeddings.shape[0] else np.zeros(word_embeddings.shape[1], np.float32))
-        values = vocabulary.number_values
-        self.number_range = float(values.max() - values.min()) if values.size else 0.0
-        self.pools = pools
+        self.word_pool = word_pool
+        self.word_surfaces = vocabulary.word_surfaces
         self.top_k = top_k
         self.top_m = top_m
+        self.perturb_numbers = perturb_numbers
+        self.exclude_tokens = exclude_tokens
         self.n_zero_norm_dropped = n_zero_norm_dropped
         self.build_seconds = build_seconds
-        self.surfaces: dict[PoolName, tuple[str, ...]] = {
-            "word": vocabulary.word_surfaces, "number": vocabulary.number_surfaces}
-        self._lookup: dict[str, tuple[PoolName, int]] = {
-            surface: (name, i) for name in POOL_NAMES for i, surface in enumerate(self.surfaces[name])}
-        self._em_cdf_cache: dict[tuple[PoolName, float], np.ndarray] = {}
+        self._word_index = {surface: i for i, surface in enumerate(self.word_surfaces)}
+        self._em_cdf_cache: dict[float, np.ndarray] = {}
 
     @classmethod
     def from_embeddings(cls, tokenizer, embeddings: np.ndarray, top_k: int = 20, top_m: int = 256,
@@ -122,16 +135,16 @@ class TextPrivacyKit:
                         chunk_bytes: int = 64 * 2**20) -> TextPrivacyKit:
         """Build the kit from a fast tokenizer and the input-embedding matrix [vocab, d].
 
-        top_k: EM candidate-set (group) size; top_m: neighbour-list length bounding AEM
-        candidate sets (top_m >= the pool size makes AEM exact); exclude: class names from
-        text_vocab.EXCLUDABLE_CLASSES; exclude_tokens: surface strings never perturbed;
-        chunk_bytes: memory bound of one block of similarities during construction.
+        top_k: EM candidate-set (group) size; top_m: neighbour-list length bounding AEM word
+        candidate sets (top_m >= the number of words makes AEM exact); exclude: class names
+        from text_vocab.EXCLUDABLE_CLASSES; exclude_tokens: surface strings (words or
+        numbers) never perturbed; chunk_bytes: memory bound of one block of similarities.
         """
-        if not isinstance(top_k, int) or top_k < 2:
+        if not isinstance(top_k, numbers.Integral) or top_k < 2:
             raise TextPrivacyError(f"top_k must be an int >= 2 (EM candidate-set size), got {top_k!r}")
-        if not isinstance(top_m, int) or top_m < top_k:
+        if not isinstance(top_m, numbers.Integral) or top_m < top_k:
             raise TextPrivacyError(f"top_m must be an int >= top_k={top_k} (AEM neighbour list), got {top_m!r}")
-        if not isinstance(chunk_bytes, int) or chunk_bytes <= 0:
+        if not isinstance(chunk_bytes, numbers.Integral) or chunk_bytes <= 0:
             raise TextPrivacyError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
         matrix = np.asarray(embeddings)
         if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.issubdtype(matrix.dtype, np.number):
@@ -139,11 +152,9 @@ class TextPrivacyKit:
                 f"embeddings must be a numeric [vocab, d] matrix, got shape {matrix.shape} dtype {matrix.dtype}")
         started = time.perf_counter()
         vocabulary = perturbable_vocabulary(tokenizer, exclude, exclude_tokens)
-        all_ids = np.concatenate([vocabulary.word_ids, vocabulary.number_ids])
-        if all_ids.size and all_ids.max() >= matrix.shape[0]:
-            raise TextPrivacyError(
-                f"embeddings has {matrix.shape[0]} rows but the tokenizer uses token id {int(all_ids.max())}")
-
+        if vocabulary.word_ids.size and vocabulary.word_ids.max() >= matrix.shape[0]:
+            raise TextPrivacyError(f"embeddings has {matrix.shape[0]} rows but the tokenizer uses "
+                                   f"token id {int(vocabulary.word_ids.max())}")
         word_embeddings = matrix[vocabulary.word_ids].astype(np.float32)
         if not np.isfinite(word_embeddings).all():
             raise TextPrivacyError("embeddings contain NaN or infinite values in perturbable rows")
@@ -152,18 +163,14 @@ class TextPrivacyKit:
         if n_dropped:
             vocabulary = _drop_words(vocabulary, nonzero)
             word_embeddings = word_embeddings[nonzero]
-
-        pools = {
-            "word": build_pool(word_embeddings.shape[0], cosine_similarity_block(word_embeddings),
-                               top_k, top_m, chunk_bytes),
-            "number": build_pool(vocabulary.number_values.size, numeric_similarity_block(vocabulary.number_values),
-                                 top_k, top_m, chunk_bytes),
-        }
-        return cls(tokenizer, vocabulary, word_embeddings, pools, top_k, top_m, n_dropped,
-                   time.perf_counter() - started)
+        word_pool = build_pool(word_embeddings.shape[0], cosine_similarity_block(word_embeddings),
+                               top_k, top_m, chunk_bytes)
+        return cls(tokenizer, vocabulary, word_embeddings, word_pool, top_k, top_m,
+                   perturb_numbers="numbers" not in set(exclude), exclude_tokens=frozenset(exclude_tokens),
+                   n_zero_norm_dropped=n_dropped, build_seconds=time.perf_counter() - started)
 
     def locate(self, texts: Sequence[str]) -> list[LocatedText]:
-        """Tokenise texts and find their perturbable tokens (whole words/numbers of V')."""
+        """Tokenise texts and find their perturbable units: whole-word tokens of V' and numbers."""
         for text in texts:
             if not isinstance(text, str):
                 raise TextPrivacyError(f"texts must be strings, got {type(text).__name__}")
@@ -171,65 +178,83 @@ class TextPrivacyKit:
         specials = self.vocabulary.special_ids
         located = []
         for text, encoding in zip(texts, encodings):
-            spans: list[tuple[int, int]] = []
-            pools: list[PoolName] = []
-            indices: list[int] = []
-            previous_end = -1
+            content_spans: list[tuple[int, int]] = []
+            special_spans: list[tuple[int, int]] = []
+            word_spans: list[tuple[int, int]] = []
+            word_indices: list[int] = []
             for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
-                if token_id in specials or start < previous_end:
-                    continue
                 piece = text[start:end]
                 core = piece.strip()
                 if not core:
                     continue
                 word_start = start + len(piece) - len(piece.lstrip())
                 word_end = word_start + len(core)
-                found = self._lookup.get(core)
+                content_spans.append((word_start, word_end))
+                if token_id in specials:
+                    special_spans.append((start, end))
+                    continue
+                index = self._word_index.get(core)
                 glued = ((word_start > 0 and text[word_start - 1].isalnum())
                          or (word_end < len(text) and text[word_end].isalnum()))
-                if found is None or glued:
+                if index is None or glued or (word_spans and word_start < word_spans[-1][1]):
                     continue
-                spans.append((word_start, word_end))
-                pools.append(found[0])
-                indices.append(found[1])
-                previous_end = word_end
-            located.append(LocatedText(tuple(encoding.tokens), spans, pools, indices))
+                word_spans.append((word_start, word_end))
+                word_indices.append(index)
+            number_spans = self._number_spans(text, special_spans)
+            located.append(LocatedText(tuple(encoding.tokens), word_spans, word_indices, number_spans,
+                                       len(content_spans), _count_covered(content_spans, word_spans + number_spans)))
         return located
 
-    def unprotected_fraction(self, texts: Sequence[str]) -> float:
-        """Share of the texts' tokens that no mechanism of this kit would perturb."""
-        located = self.locate(texts)
-        n_tokens = sum(len(item.tokens) for item in located)
-        n_perturbable = sum(len(item.spans) for item in located)
-        return 1.0 - n_perturbable / n_tokens if n_tokens else 0.0
+    def _number_spans(self, text: str, special_spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Digit runs to perturb: not excluded, at most MAX_DIGITS long, outside special tokens."""
+        if not self.perturb_numbers:
+            return []
+        spans = []
+        for match in NUMBER_PATTERN.finditer(text):
+            start, end = match.span()
+            if (end - start > MAX_DIGITS or match.group() in self.exclude_tokens
+                    or any(start < s_end and s_start < end for s_start, s_end in special_spans)):
+                continue
+            spans.append((start, end))
+        return spans
 
-    def em_cdf(self, pool: PoolName, eps: float) -> np.ndarray:
-        """Cumulative EM probability table of a pool at eps (cached per eps)."""
-        key = (pool, float(eps))
+    def unprotected_fraction(self, texts: Sequence[str]) -> float:
+        """Share of the texts' content tokens that no mechanism of this kit would perturb."""
+        located = self.locate(texts)
+        n_content = sum(item.n_content_tokens for item in located)
+        n_protected = sum(item.n_protected_tokens for item in located)
+        return 1.0 - n_protected / n_content if n_content else 0.0
+
+    def em_cdf(self, eps: float) -> np.ndarray:
+        """Cumulative EM probability table of the word pool at eps (cached per eps)."""
+        key = float(eps)
         if key not in self._em_cdf_cache:
-            self._em_cdf_cache[key] = self.pools[pool].em_cdf(float(eps))
+            self._em_cdf_cache[key] = self.word_pool.em_cdf(key)
         return self._em_cdf_cache[key]
 
-    def em_candidates(self, surface: str) -> tuple[str, ...]:
-        """The EM candidate set (group) of a perturbable token, itself first."""
-        if surface not in self._lookup:
-            raise TextPrivacyError(f"{surface!r} is not a perturbable token of this kit")
-        name, index = self._lookup[surface]
-        pool = self.pools[name]
-        members = pool.group_idx[index, : pool.group_size[index]]
-        ordered = [index] + [int(m) for m in members if m != index]
-        return tuple(self.surfaces[name][m] for m in ordered)
+    def em_candidates(self, unit: str) -> tuple[str, ...]:
+        """The EM candidate set (group) of a perturbable word or number, itself first."""
+        if self.perturb_numbers and NUMBER_PATTERN.fullmatch(unit) and len(unit) <= MAX_DIGITS:
+            domains = number_domains([unit])
+            first, last = em_groups(domains, self.top_k)
+            members = np.arange(first[0], last[0] + 1.0)
+            members = np.concatenate([domains.values, members[members != domains.values[0]]])
+            return tuple(format_numbers(members, np.full(members.size, domains.width[0])))
+        if unit not in self._word_index or unit in self.exclude_tokens:
+            raise TextPrivacyError(f"{unit!r} is not a perturbable word or number of this kit")
+        index = self._word_index[unit]
+        members = self.word_pool.group_idx[index, : self.word_pool.group_size[index]]
+        return tuple(self.word_surfaces[m] for m in [index] + [int(m) for m in members if m != index])
 
     def summary(self) -> dict:
         """Sizes, options and build time of the kit (JSON-serialisable)."""
         return {
             "decoder": self.vocabulary.decoder_name,
             "n_special": len(self.vocabulary.special_ids),
-            "n_words": self.pools["word"].size,
-            "n_numbers": self.pools["number"].size,
-            "n_word_groups": self.pools["word"].n_groups,
-            "n_number_groups": self.pools["number"].n_groups,
-            "excluded": dict(self.vocabulary.excluded_counts),
+            "n_words": self.word_pool.size,
+            "n_word_groups": self.word_pool.n_groups,
+            "perturb_numbers": self.perturb_numbers,
+            "excluded_words": dict(self.vocabulary.excluded_counts),
             "n_zero_norm_dropped": self.n_zero_norm_dropped,
             "top_k": self.top_k,
             "top_m": self.top_m,
@@ -238,25 +263,44 @@ class TextPrivacyKit:
         }
 
 
+def _count_covered(spans: list[tuple[int, int]], units: list[tuple[int, int]]) -> int:
+    """How many spans lie entirely inside one of the (disjoint) units."""
+    units = sorted(units)
+    starts = [start for start, _ in units]
+    covered = 0
+    for start, end in spans:
+        i = bisect_right(starts, start) - 1
+        covered += i >= 0 and units[i][1] >= end
+    return covered
+
+
 def _drop_words(vocabulary: PerturbableVocabulary, keep: np.ndarray) -> PerturbableVocabulary:
     """The vocabulary without the word tokens where keep is False."""
     surfaces = tuple(s for s, k in zip(vocabulary.word_surfaces, keep) if k)
-    return PerturbableVocabulary(vocabulary.word_ids[keep], surfaces, vocabulary.number_ids,
-                                 vocabulary.number_surfaces, vocabulary.number_values,
-                                 vocabulary.special_ids, vocabulary.decoder_name,
-                                 vocabulary.excluded_counts)
+    return PerturbableVocabulary(vocabulary.word_ids[keep], surfaces, vocabulary.special_ids,
+                                 vocabulary.decoder_name, vocabulary.excluded_counts)
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """Replacements of a batch of units, with their candidate-set sizes and capped flags."""
+
+    replacements: list
+    set_sizes: np.ndarray
+    capped: np.ndarray
 
 
 class TokenPerturber:
-    """Perturbs prompts with EM or AEM at a per-token eps (see the module docstring)."""
+    """Perturbs prompts with EM or AEM at a per-unit eps (see the module docstring)."""
 
     def __init__(self, kit: TextPrivacyKit, mechanism: Mechanism, eps: float,
                  aem_lap_fraction: float = 0.5, reference: bool = False):
         if mechanism not in ("em", "aem"):
             raise TextPrivacyError(f"mechanism must be 'em' or 'aem', got {mechanism!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or math.isnan(eps) or eps <= 0:
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or math.isnan(eps) or eps <= 0:
             raise TextPrivacyError(f"eps must be a number > 0 (math.inf for no perturbation), got {eps!r}")
-        if not isinstance(aem_lap_fraction, (int, float)) or not 0.0 < aem_lap_fraction < 1.0:
+        if (isinstance(aem_lap_fraction, bool) or not isinstance(aem_lap_fraction, numbers.Real)
+                or not 0.0 < aem_lap_fraction < 1.0):
             raise TextPrivacyError(
                 f"aem_lap_fraction must lie strictly between 0 and 1, got {aem_lap_fraction!r}")
         if reference and mechanism != "aem":
@@ -281,40 +325,43 @@ class TokenPerturber:
         return self.perturb_batch([text], rng)[0]
 
     def perturb_batch(self, texts: Sequence[str], rng: np.random.Generator) -> list[PerturbedText]:
-        """Perturb many prompts with one vectorised draw per token class."""
+        """Perturb many prompts with one vectorised draw for all their words and one for all numbers."""
         if isinstance(texts, str):
             raise TextPrivacyError("perturb_batch takes a sequence of strings; use perturb for one text")
         if not isinstance(rng, np.random.Generator):
             raise TextPrivacyError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         located = self.kit.locate(texts)
-        replacements: dict[PoolName, np.ndarray] = {}
-        set_sizes: dict[PoolName, np.ndarray] = {}
-        capped: dict[PoolName, np.ndarray] = {}
-        for name in POOL_NAMES:
-            indices = np.array([i for item in located for p, i in zip(item.pools, item.indices) if p == name],
-                               dtype=np.int64)
-            replacements[name], set_sizes[name], capped[name] = self._sample(name, indices, rng)
-        cursor = {name: 0 for name in POOL_NAMES}
-        return [self._assemble(text, item, replacements, set_sizes, capped, cursor)
-                for text, item in zip(texts, located)]
+        word_draws = self._sample_words(
+            np.array([i for item in located for i in item.word_indices], dtype=np.int64), rng)
+        number_draws = self._sample_numbers(
+            [text[s:e] for text, item in zip(texts, located) for s, e in item.number_spans], rng)
+        results = []
+        word_cursor = number_cursor = 0
+        for text, item in zip(texts, located):
+            n_words, n_numbers = len(item.word_spans), len(item.number_spans)
+            units = sorted(
+                [(span, word_draws, word_cursor + k) for k, span in enumerate(item.word_spans)]
+                + [(span, number_draws, number_cursor + k) for k, span in enumerate(item.number_spans)],
+                key=lambda unit: unit[0])
+            results.append(self._assemble(text, item, units))
+            word_cursor += n_words
+            number_cursor += n_numbers
+        return results
 
-    def _sample(self, name: PoolName, indices: np.ndarray,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """New pool indices, candidate-set sizes and capped flags for the given tokens."""
-        pool = self.kit.pools[name]
+    def _sample_words(self, indices: np.ndarray, rng: np.random.Generator) -> _Draws:
+        """Replacement words (surfaces) for word-pool indices."""
+        pool = self.kit.word_pool
         if not math.isfinite(self.eps) or indices.size == 0:
-            return indices, np.ones(indices.size, dtype=np.int64), np.zeros(indices.size, dtype=bool)
-        if self.mechanism == "em":
-            cdf = self.kit.em_cdf(name, self.eps)[indices]
+            chosen, sizes, capped = indices, np.ones(indices.size, np.int64), np.zeros(indices.size, bool)
+        elif self.mechanism == "em":
+            cdf = self.kit.em_cdf(self.eps)[indices]
             column = (cdf < rng.random(indices.size)[:, None]).sum(axis=1)
             column = np.minimum(column, pool.group_size[indices] - 1)
-            return (pool.group_idx[indices, column].astype(np.int64), pool.group_size[indices].astype(np.int64),
-                    np.zeros(indices.size, dtype=bool))
-        if name == "word":
-            thresholds = self._cosine_thresholds(indices, rng)
+            chosen, sizes = pool.group_idx[indices, column], pool.group_size[indices]
+            capped = np.zeros(indices.size, bool)
         else:
-            thresholds = self._numeric_thresholds(indices, rng)
-        return self._sample_above_threshold(pool, indices, thresholds, rng)
+            chosen, sizes, capped = self._sample_above_threshold(indices, self._cosine_thresholds(indices, rng), rng)
+        return _Draws([self.kit.word_surfaces[i] for i in chosen.tolist()], sizes, capped)
 
     def _cosine_thresholds(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """s* = cos(e, e + Laplace(0, 2Δf_j / eps_lap)) for each token's embedding e."""
@@ -323,22 +370,20 @@ class TokenPerturber:
         thresholds = np.empty(indices.size, dtype=np.float64)
         rows_per_block = max(1, _AEM_NOISE_BYTES // (8 * embeddings.shape[1]))
         for start in range(0, indices.size, rows_per_block):
-            block = embeddings[indices[start:start + rows_per_block]].astype(np.float64)
-            noisy = block + rng.laplace(0.0, 1.0, size=block.shape) * scale
-            dots = np.einsum("ij,ij->i", block, noisy)
-            norms = np.linalg.norm(block, axis=1) * np.linalg.norm(noisy, axis=1)
-            thresholds[start:start + block.shape[0]] = dots / np.where(norms > 0, norms, 1.0)
+            rows = indices[start:start + rows_per_block]
+            block = embeddings[rows]
+            noisy = rng.laplace(0.0, 1.0, size=block.shape)
+            noisy *= scale
+            noisy += block
+            dots = np.einsum("ij,ij->i", noisy, block)
+            norms = self.kit.word_norms[rows] * np.sqrt(np.einsum("ij,ij->i", noisy, noisy))
+            thresholds[start:start + rows.size] = dots / np.where(norms > 0, norms, 1.0)
         return thresholds
 
-    def _numeric_thresholds(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """s* = u(x, x + Laplace(0, 2R / eps_lap)) = 1 - 2|noise| / R, R the number range."""
-        value_range = self.kit.number_range if self.kit.number_range > 0 else 1.0
-        noise = rng.laplace(0.0, 2.0 * value_range / self.eps_lap, size=indices.size)
-        return 1.0 - 2.0 * np.abs(noise) / value_range
-
-    def _sample_above_threshold(self, pool: CandidatePool, indices: np.ndarray, thresholds: np.ndarray,
+    def _sample_above_threshold(self, indices: np.ndarray, thresholds: np.ndarray,
                                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """EM at eps_em over each token's neighbours with utility >= its threshold."""
+        """EM at eps_em over each word's neighbours with utility >= its threshold."""
+        pool = self.kit.word_pool
         utilities = pool.neighbour_util[indices].astype(np.float64)
         n_candidates = np.maximum((utilities >= thresholds[:, None]).sum(axis=1), 1)
         n_listed = utilities.shape[1]
@@ -348,41 +393,53 @@ class TokenPerturber:
         cdf = np.cumsum(weights, axis=1)
         targets = rng.random(indices.size) * cdf[np.arange(indices.size), n_candidates - 1]
         column = np.minimum((cdf < targets[:, None]).sum(axis=1), n_candidates - 1)
-        return pool.neighbour_idx[indices, column].astype(np.int64), n_candidates.astype(np.int64), capped
+        return pool.neighbour_idx[indices, column], n_candidates, capped
 
-    def _assemble(self, text: str, item: LocatedText, replacements: dict[PoolName, np.ndarray],
-                  set_sizes: dict[PoolName, np.ndarray], capped: dict[PoolName, np.ndarray],
-                  cursor: dict[PoolName, int]) -> PerturbedText:
-        """Splice the sampled tokens into the original text, keeping every other character."""
+    def _sample_numbers(self, digit_strings: list[str], rng: np.random.Generator) -> _Draws:
+        """Replacement numbers of the same length (text_numbers.py)."""
+        n = len(digit_strings)
+        if not math.isfinite(self.eps) or n == 0:
+            return _Draws(list(digit_strings), np.ones(n, np.int64), np.zeros(n, bool))
+        domains = number_domains(digit_strings)
+        values = domains.values
+        if self.mechanism == "em":
+            first, last = em_groups(domains, self.kit.top_k)
+            decay = self.eps / (2.0 * (last - first))
+            below, above = values - first, last - values
+        else:
+            value_range = domains.value_range
+            radius = np.floor(np.abs(rng.laplace(0.0, 1.0, size=n)) * 2.0 * value_range / self.eps_lap)
+            below = np.minimum(radius, values - domains.low)
+            above = np.minimum(radius, domains.high - values)
+            decay = self.eps_em / (value_range * self.sensitivity)
+        offsets = sample_two_sided_geometric(decay, below, above, rng)
+        sizes = (below + above + 1.0).astype(np.int64)
+        return _Draws(format_numbers(values + offsets, domains.width), sizes, np.zeros(n, bool))
+
+    def _assemble(self, text: str, item: LocatedText,
+                  units: list[tuple[tuple[int, int], _Draws, int]]) -> PerturbedText:
+        """Splice the sampled units into the original text, keeping every other character."""
         pieces: list[str] = []
         copied_to = 0
         n_changed = 0
-        sizes: list[int] = []
-        n_capped = 0
-        for (start, end), name, index in zip(item.spans, item.pools, item.indices):
-            position = cursor[name]
-            cursor[name] += 1
-            new_index = int(replacements[name][position])
-            sizes.append(int(set_sizes[name][position]))
-            n_capped += int(capped[name][position])
-            if new_index != index:
+        for (start, end), draws, position in units:
+            replacement = draws.replacements[position]
+            if replacement != text[start:end]:
                 pieces.append(text[copied_to:start])
-                pieces.append(self.kit.surfaces[name][new_index])
+                pieces.append(replacement)
                 copied_to = end
                 n_changed += 1
         pieces.append(text[copied_to:])
-        n_tokens = len(item.tokens)
-        n_perturbable = len(item.spans)
         return PerturbedText(
             text="".join(pieces),
             original_tokens=item.tokens,
-            n_tokens=n_tokens,
-            n_perturbable=n_perturbable,
+            n_tokens=len(item.tokens),
+            n_perturbable=len(units),
             n_changed=n_changed,
             eps_per_token=self.eps,
             mechanism=self.mechanism,
             status=self.status,
-            unprotected_fraction=1.0 - n_perturbable / n_tokens if n_tokens else 0.0,
-            candidate_set_sizes=tuple(sizes),
-            n_capped=n_capped,
+            unprotected_fraction=item.unprotected_fraction,
+            candidate_set_sizes=tuple(int(draws.set_sizes[position]) for _, draws, position in units),
+            n_capped=sum(int(draws.capped[position]) for _, draws, position in units),
         )

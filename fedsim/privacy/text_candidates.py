@@ -1,14 +1,13 @@
-"""Candidate structures for the token-level exponential mechanisms.
+"""Candidate structures of the word mechanisms (numbers: text_numbers.py).
 
-A `CandidatePool` holds, for one class of perturbable tokens (words or numbers):
+A `CandidatePool` holds, for the perturbable word tokens:
 - neighbour lists: per token its top-M tokens by utility, sorted, itself first (AEM);
 - EM groups: a partition of the pool into groups of about K similar tokens, built greedily
   (take the first unassigned token, add its K-1 most similar unassigned tokens, repeat;
   the last group takes every token left once fewer than 2K remain), with each group's
   utility matrix and its sensitivity.
 
-Utilities lie in [-1, 1] with u(t, t) = 1: cosine similarity of input embeddings for
-words, 1 - 2|x - x'| / R for numbers (R = range of the pool's values).
+The utility is the cosine similarity of input embeddings, in [-1, 1] with u(t, t) = 1.
 """
 from __future__ import annotations
 
@@ -17,15 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SimilarityBlock = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""similarity(rows, cols) -> utilities [len(rows), len(cols)] between pool members."""
+SimilarityBlock = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+"""similarity(rows, cols) -> float32 utilities [len(rows), len(cols)]; cols=None: all items."""
 
-_BYTES_PER_SIMILARITY = 16  # float32 value + int64 partition index + slack
+_BYTES_PER_SIMILARITY = 12  # float32 value + its partitioned copy + mask and slack
 
 
 @dataclass(frozen=True)
 class CandidatePool:
-    """Neighbour lists and EM groups of one token class (indices are pool positions)."""
+    """Neighbour lists and EM groups of the word pool (indices are pool positions)."""
 
     neighbour_idx: np.ndarray      # int32 [P, M], row t starts with t
     neighbour_util: np.ndarray     # float32 [P, M], non-increasing, first entry 1.0
@@ -58,25 +57,24 @@ class CandidatePool:
 
 
 def cosine_similarity_block(embeddings: np.ndarray) -> SimilarityBlock:
-    """Cosine similarity between rows of `embeddings` (float32, no zero rows)."""
-    norms = np.linalg.norm(embeddings, axis=1).astype(np.float32)
+    """Cosine similarity between rows of `embeddings` (no zero rows); cols=None means all."""
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
 
-    def similarity(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        dots = embeddings[rows] @ embeddings[cols].T
-        return np.clip(dots / (norms[rows, None] * norms[None, cols]), -1.0, 1.0)
-
-    return similarity
-
-
-def numeric_similarity_block(values: np.ndarray) -> SimilarityBlock:
-    """Numeric utility 1 - 2|x - x'| / R, R the range of `values` (1 when all are equal)."""
-    value_range = float(values.max() - values.min()) if values.size else 0.0
-    scale = value_range if value_range > 0 else 1.0
-
-    def similarity(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return (1.0 - 2.0 * np.abs(values[rows, None] - values[None, cols]) / scale).astype(np.float32)
+    def similarity(rows: np.ndarray, cols: np.ndarray | None) -> np.ndarray:
+        block = unit[rows] @ (unit if cols is None else unit[cols]).T
+        return np.clip(block, -1.0, 1.0, out=block)
 
     return similarity
+
+
+def _largest_columns(sims: np.ndarray, m: int) -> np.ndarray:
+    """Column indices of the m largest entries of each row (any order)."""
+    kth = sims.shape[1] - m
+    thresholds = np.partition(sims, kth, axis=1)[:, kth]
+    above = sims >= thresholds[:, None]
+    if (above.sum(axis=1) == m).all():  # no ties at the threshold: cheap path
+        return (np.flatnonzero(above) % sims.shape[1]).reshape(sims.shape[0], m)
+    return np.argpartition(sims, kth, axis=1)[:, kth:]
 
 
 def top_neighbours(n_items: int, m: int, similarity: SimilarityBlock,
@@ -90,15 +88,11 @@ def top_neighbours(n_items: int, m: int, similarity: SimilarityBlock,
     neighbour_idx = np.empty((n_items, m), dtype=np.int32)
     neighbour_util = np.empty((n_items, m), dtype=np.float32)
     chunk_rows = max(1, chunk_bytes // (_BYTES_PER_SIMILARITY * max(n_items, 1)))
-    all_cols = np.arange(n_items)
     for start in range(0, n_items, chunk_rows):
         rows = np.arange(start, min(n_items, start + chunk_rows))
-        sims = similarity(rows, all_cols).astype(np.float32, copy=False)
+        sims = similarity(rows, None).astype(np.float32, copy=False)
         sims[np.arange(rows.size), rows] = np.inf  # the token itself always comes first
-        if m < n_items:
-            picked = np.argpartition(-sims, m - 1, axis=1)[:, :m]
-        else:
-            picked = np.broadcast_to(all_cols, (rows.size, n_items))
+        picked = _largest_columns(sims, m)
         picked_sims = np.take_along_axis(sims, picked, axis=1)
         order = np.argsort(-picked_sims, axis=1, kind="stable")
         neighbour_idx[rows] = np.take_along_axis(picked, order, axis=1)
@@ -141,7 +135,7 @@ def greedy_groups(neighbour_idx: np.ndarray, group_size: int,
 
 def build_pool(n_items: int, similarity: SimilarityBlock, top_k: int, top_m: int,
                chunk_bytes: int) -> CandidatePool:
-    """Neighbour lists (length top_m) and EM groups (size top_k) of one token class."""
+    """Neighbour lists (length top_m) and EM groups (size top_k) of a pool of n_items."""
     neighbour_idx, neighbour_util = top_neighbours(n_items, top_m, similarity, chunk_bytes)
     groups = greedy_groups(neighbour_idx, min(top_k, max(n_items, 1)), similarity) if n_items else []
     width = max((g.size for g in groups), default=1)

@@ -1,10 +1,10 @@
-"""Which tokens of a tokenizer's vocabulary the text mechanisms may perturb (the set V').
+"""Which word tokens of a tokenizer's vocabulary the text mechanisms may perturb (V').
 
-A vocabulary entry is perturbable when it starts a word and its surface form (the text it
-decodes to, without the leading space) is purely alphabetic ("word") or purely ASCII
-digits ("number"). Special and added tokens, punctuation, mixed tokens and
-sub-word continuation pieces are never perturbed. Classes of tokens can be excluded on
-purpose with `exclude` (class names) and `exclude_tokens` (surface forms).
+A vocabulary entry is a perturbable word when it starts a word and its surface form (the
+text it decodes to, without the leading space) is purely alphabetic. Special and added
+tokens, punctuation, mixed tokens and sub-word continuation pieces are never perturbed.
+Numbers are handled as digit runs of the text, not as tokens (text_numbers.py). Classes can
+be excluded on purpose with `exclude` (class names) and `exclude_tokens` (surface forms).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 EXCLUDABLE_CLASSES: tuple[str, ...] = ("numbers", "short_words", "stopwords", "all_caps")
-"""Class names accepted by `exclude`: numbers (all-digit tokens), short_words (alphabetic,
+"""Class names accepted by `exclude`: numbers (digit runs), short_words (alphabetic,
 at most 3 characters), stopwords (STOPWORDS, case-insensitive), all_caps (every cased
 character upper-case, e.g. "USA", "I")."""
 
@@ -34,23 +34,17 @@ STOPWORDS: frozenset[str] = frozenset(
 _ANCHOR = "a"  # a plain token placed before each token to decode it in context
 
 
-class VocabularyError(ValueError):
-    """The tokenizer or the exclusion options cannot define a perturbable vocabulary."""
+class TextPrivacyError(ValueError):
+    """Invalid input to the text privacy kit or perturber."""
 
 
 @dataclass(frozen=True)
 class PerturbableVocabulary:
-    """The perturbable tokens V', split into the word pool and the number pool.
-
-    `*_ids` are vocabulary ids (one per distinct surface form, the lowest id wins),
-    `*_surfaces` their surface strings; numbers are sorted by value.
-    """
+    """The perturbable word tokens V': vocabulary ids (one per distinct surface form, the
+    lowest id wins) and their surface strings; excluded_counts per exclusion option."""
 
     word_ids: np.ndarray
     word_surfaces: tuple[str, ...]
-    number_ids: np.ndarray
-    number_surfaces: tuple[str, ...]
-    number_values: np.ndarray
     special_ids: frozenset[int]
     decoder_name: str
     excluded_counts: dict[str, int]
@@ -74,21 +68,10 @@ def word_start_surface(raw: str, decoder) -> str | None:
     return added.strip() if added[:1].isspace() else None
 
 
-def surface_class(surface: str) -> str | None:
-    """"number" for ASCII digits, "word" for alphabetic strings, None otherwise."""
-    if surface.isascii() and surface.isdigit():
-        return "number"
-    if surface.isalpha():
-        return "word"
-    return None
-
-
-def _excluded_reason(surface: str, kind: str, exclude: frozenset[str],
-                     exclude_tokens: frozenset[str]) -> str | None:
+def _excluded_reason(surface: str, exclude: frozenset[str], exclude_tokens: frozenset[str]) -> str | None:
+    """The exclusion option that removes this word from V', or None."""
     if surface in exclude_tokens:
         return "exclude_tokens"
-    if kind == "number":
-        return "numbers" if "numbers" in exclude else None
     if "short_words" in exclude and len(surface) <= SHORT_WORD_MAX_CHARS:
         return "short_words"
     if "stopwords" in exclude and surface.lower() in STOPWORDS:
@@ -107,16 +90,16 @@ def special_token_ids(tokenizer) -> frozenset[int]:
 
 def perturbable_vocabulary(tokenizer, exclude: Iterable[str] = (),
                            exclude_tokens: Iterable[str] = ()) -> PerturbableVocabulary:
-    """Classify the vocabulary of a fast tokenizer into the word and number pools of V'."""
+    """The perturbable word tokens of a fast tokenizer's vocabulary."""
     if not hasattr(tokenizer, "backend_tokenizer"):
-        raise VocabularyError(
+        raise TextPrivacyError(
             f"tokenizer must be a fast (tokenizers-backed) Hugging Face tokenizer, got {type(tokenizer).__name__}")
     if isinstance(exclude, str) or isinstance(exclude_tokens, str):
-        raise VocabularyError("exclude and exclude_tokens take collections of strings, not one string")
+        raise TextPrivacyError("exclude and exclude_tokens take collections of strings, not one string")
     exclude_set = frozenset(exclude)
     unknown = sorted(exclude_set - set(EXCLUDABLE_CLASSES))
     if unknown:
-        raise VocabularyError(
+        raise TextPrivacyError(
             f"unknown exclude class(es) {unknown}; allowed: {list(EXCLUDABLE_CLASSES)} "
             "(put literal tokens in exclude_tokens)")
     exclude_token_set = frozenset(exclude_tokens)
@@ -128,31 +111,21 @@ def perturbable_vocabulary(tokenizer, exclude: Iterable[str] = (),
 
     seen: set[str] = set()
     words: list[tuple[int, str]] = []
-    numbers: list[tuple[int, str]] = []
-    excluded_counts = {name: 0 for name in (*EXCLUDABLE_CLASSES, "exclude_tokens")}
+    excluded_counts = {name: 0 for name in ("short_words", "stopwords", "all_caps", "exclude_tokens")}
     for idx, raw in id_to_raw:
         surface = word_start_surface(raw, decoder)
-        if not surface or surface in seen:
-            continue
-        kind = surface_class(surface)
-        if kind is None:
+        if not surface or surface in seen or not surface.isalpha():
             continue
         seen.add(surface)
-        reason = _excluded_reason(surface, kind, exclude_set, exclude_token_set)
-        if reason is not None:
-            excluded_counts[reason] += 1
-        elif kind == "word":
+        reason = _excluded_reason(surface, exclude_set, exclude_token_set)
+        if reason is None:
             words.append((idx, surface))
         else:
-            numbers.append((idx, surface))
+            excluded_counts[reason] += 1
 
-    numbers.sort(key=lambda item: (int(item[1]), item[0]))
     return PerturbableVocabulary(
         word_ids=np.array([i for i, _ in words], dtype=np.int64),
         word_surfaces=tuple(s for _, s in words),
-        number_ids=np.array([i for i, _ in numbers], dtype=np.int64),
-        number_surfaces=tuple(s for _, s in numbers),
-        number_values=np.array([float(int(s)) for _, s in numbers], dtype=np.float64),
         special_ids=specials,
         decoder_name=type(decoder).__name__ if decoder is not None else "none",
         excluded_counts=excluded_counts,

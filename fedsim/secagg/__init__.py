@@ -9,7 +9,7 @@ from fedsim.secagg.client import SecAggClient
 from fedsim.secagg.cohort import Cohort
 from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.cost import Dropouts, cost_aggregate, cost_messages
-from fedsim.secagg.driver import client_rng_seed, run_secure_aggregation
+from fedsim.secagg.driver import QUANTIZATION_PURPOSE, run_secure_aggregation
 from fedsim.secagg.encoding import AggregateResult, decode_sum, encode_update
 from fedsim.secagg.errors import SecAggAbort, SecAggConfigError, SecAggProtocolError, TensorSpecError
 from fedsim.secagg.graph import neighbour_graph, resolve_degree
@@ -23,6 +23,6 @@ __all__ = [
     "AggregateResult", "Cohort", "CostMessage", "Dropouts", "EncryptedShares", "KINDS", "MESSAGE_ROUNDS",
     "MaskedInput", "Message", "PeerKeys", "PublicKeys", "SERVER", "SecAggAbort", "SecAggClient", "SecAggConfig",
     "SecAggConfigError", "SecAggProtocolError", "SecAggServer", "TensorSpec", "TensorSpecError", "UnmaskRequest",
-    "UnmaskShares", "bytes_by_kind", "client_rng_seed", "cost_aggregate", "cost_messages", "decode_sum",
+    "UnmaskShares", "QUANTIZATION_PURPOSE", "bytes_by_kind", "cost_aggregate", "cost_messages", "decode_sum",
     "encode_update", "neighbour_graph", "resolve_degree", "run_secure_aggregation",
 ]

@@ -41,21 +41,23 @@ class SecAggClient:
         self._peer_keys: dict[int, tuple[bytes, bytes]] = {}
         self._threshold = 0
         self._own_shares: tuple[bytes, bytes] = (b"", b"")
+        self._share_secrets: dict[int, bytes] = {}
         self._held_shares: dict[int, tuple[bytes, bytes]] = {}
 
-    def _enter(self, stage: str) -> None:
+    def _enter(self, stage: str, message=None, kind: type | None = None) -> None:
+        """Check the stage order and the incoming message's type and routing, then advance."""
         expected = _STAGES[self._stage]
         if stage != expected:
             raise SecAggProtocolError(f"client {self.client_id!r}: called {stage} but the next stage is {expected}")
+        if kind is not None:
+            if not isinstance(message, kind):
+                raise SecAggProtocolError(
+                    f"client {self.client_id!r}: expected {kind.__name__}, got {type(message).__name__}")
+            if message.receiver != self.client_id or message.sender != SERVER or message.round != self.round:
+                raise SecAggProtocolError(
+                    f"client {self.client_id!r} (round {self.round}) got a message from {message.sender!r} "
+                    f"to {message.receiver!r} for round {message.round}")
         self._stage += 1
-
-    def _check_envelope(self, message, kind: type) -> None:
-        if not isinstance(message, kind):
-            raise SecAggProtocolError(f"client {self.client_id!r}: expected {kind.__name__}, got {type(message).__name__}")
-        if message.recipient != self.client_id or message.sender != SERVER or message.round != self.round:
-            raise SecAggProtocolError(
-                f"client {self.client_id!r} (round {self.round}) got a message from {message.sender!r} "
-                f"to {message.recipient!r} for round {message.round}")
 
     def advertise_keys(self) -> PublicKeys:
         """Stage 0: send both public keys."""
@@ -65,8 +67,7 @@ class SecAggClient:
     def share_keys(self, peer_keys: PeerKeys) -> EncryptedShares:
         """Stage 1: Shamir-share the mask key and the self-mask seed among the neighbours and
         ourselves; encrypt each neighbour's pair of shares under a key agreed with it."""
-        self._enter("share_keys")
-        self._check_envelope(peer_keys, PeerKeys)
+        self._enter("share_keys", peer_keys, PeerKeys)
         self._index = peer_keys.index
         if self._index in peer_keys.keys:
             raise SecAggProtocolError(f"client {self.client_id!r}: the key list names this client as its own peer")
@@ -80,10 +81,11 @@ class SecAggClient:
         mask_key_shares = shamir.split(self._masking.private, points, self._threshold)
         seed_shares = shamir.split(self._self_mask_seed, points, self._threshold)
         self._own_shares = (mask_key_shares[self._index + 1], seed_shares[self._index + 1])
+        self._share_secrets = agree(self._encryption.private,
+                                    {peer: keys[0] for peer, keys in self._peer_keys.items()})
         ciphertexts = {}
-        for peer, (peer_encryption_key, _) in self._peer_keys.items():
+        for peer, shared in self._share_secrets.items():
             plaintext = struct.pack(">II", self._index, peer) + mask_key_shares[peer + 1] + seed_shares[peer + 1]
-            shared = agree(self._encryption.private, peer_encryption_key)
             ciphertexts[peer] = encrypt_share(shared, self.round, self._index, peer, plaintext)
         return EncryptedShares(self.client_id, SERVER, self.round, ciphertexts)
 
@@ -91,8 +93,7 @@ class SecAggClient:
         for peer, ciphertext in shares.ciphertexts.items():
             if peer not in self._peer_keys:
                 raise SecAggProtocolError(f"client {self.client_id!r}: shares from #{peer}, not a neighbour")
-            shared = agree(self._encryption.private, self._peer_keys[peer][0])
-            plaintext = decrypt_share(shared, self.round, peer, self._index, ciphertext)
+            plaintext = decrypt_share(self._share_secrets[peer], self.round, peer, self._index, ciphertext)
             if struct.unpack(">II", plaintext[:8]) != (peer, self._index):
                 raise SecAggProtocolError(f"client {self.client_id!r}: shares from #{peer} name other parties")
             body = plaintext[8:]
@@ -101,8 +102,7 @@ class SecAggClient:
     def masked_input(self, update: Mapping[str, np.ndarray], weight: int, shares: EncryptedShares) -> MaskedInput:
         """Stage 2: keep the shares received, then send y = [w*q, w, clipped] + p_u + sum_v gamma p_uv
         over the neighbours that sent us shares (those that reached the server)."""
-        self._enter("masked_input")
-        self._check_envelope(shares, EncryptedShares)
+        self._enter("masked_input", shares, EncryptedShares)
         self._receive_shares(shares)
         if len(self._held_shares) + 1 < self._threshold:
             raise SecAggAbort(f"client {self.client_id!r}: {len(self._held_shares) + 1} share holders left, "
@@ -110,16 +110,15 @@ class SecAggClient:
         vector = encode_update(update, weight, self.spec, self.config, self._rng, f"client {self.client_id!r}")
         length, dtype = vector.size, self.config.dtype
         vector += self_mask(self._self_mask_seed, self.round, self.spec, length, dtype)
-        for peer in self._held_shares:
-            mask = pairwise_mask(self._masking.private, self._peer_keys[peer][1], self.round, self.spec, length, dtype)
-            apply_pairwise(vector, mask, self._index, peer)
+        agreed = agree(self._masking.private, {peer: self._peer_keys[peer][1] for peer in self._held_shares})
+        for peer, secret in agreed.items():
+            apply_pairwise(vector, pairwise_mask(secret, self.round, self.spec, length, dtype), self._index, peer)
         return MaskedInput(self.client_id, SERVER, self.round, vector)
 
     def unmask(self, request: UnmaskRequest) -> UnmaskShares:
         """Stage 3: reveal the self-mask-seed share of each surviving neighbour (and our own) and the
         mask-key share of each neighbour that dropped. One call only, so never both for one peer."""
-        self._enter("unmask")
-        self._check_envelope(request, UnmaskRequest)
+        self._enter("unmask", request, UnmaskRequest)
         unknown = set(request.survivors) - set(self._held_shares)
         if unknown:
             raise SecAggProtocolError(f"client {self.client_id!r}: survivors {sorted(unknown)} are not peers "

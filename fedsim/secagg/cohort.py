@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
+from fedsim.comm import SERVER
 from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.errors import SecAggAbort, SecAggConfigError
 from fedsim.secagg.graph import neighbour_graph
@@ -20,6 +21,8 @@ class Cohort:
         self.ids = tuple(client_ids)
         if len(set(self.ids)) != len(self.ids):
             raise SecAggConfigError(f"client ids of one aggregation must be distinct, got {list(self.ids)}")
+        if SERVER in self.ids:
+            raise SecAggConfigError(f"client id {SERVER!r} is reserved for the server")
         self.index = {client_id: i for i, client_id in enumerate(self.ids)}
         self.config = config
         self.graph = neighbour_graph(len(self.ids), config.neighbours, config.graph_seed, round_index)

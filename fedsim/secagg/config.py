@@ -21,7 +21,9 @@ class SecAggConfig:
     clip_range: c, each coordinate is clipped to [-c, c] (one float, or one per tensor name).
     quant_bits: log2 of the number of quantisation levels Q.
     modulus_bits: log2 of the modulus M (32 or 64; arrays are uint32 / uint64 and wrap).
-    threshold: Shamir threshold t, an int, or a fraction of the share holders (ceil(f * holders)).
+    threshold: Shamir threshold t: an int used as is, or a fraction f of the share holders (degree + 1):
+        t = ceil(f * holders), at least 2 (so no lone survivor is ever unmasked, and no single holder
+        can rebuild a secret). Privacy holds against the server colluding with fewer than t clients.
     neighbours: None for the complete graph, an int degree, or "log" for 2*ceil(log2 n).
     max_weight: integer weights (sample counts) are capped at this value.
     graph_seed: seeds the sparse graph (combined with the round).
@@ -85,7 +87,7 @@ class SecAggConfig:
     def threshold_for(self, holders: int) -> int:
         """Shamir threshold t for a secret shared among `holders` parties (the owner included)."""
         if isinstance(self.threshold, float):
-            return max(1, math.ceil(self.threshold * holders))
+            return max(min(2, holders), math.ceil(self.threshold * holders))
         return self.threshold
 
     def check_capacity(self, n_clients: int, n_coordinates: int) -> None:

@@ -1,7 +1,7 @@
 """Cost mode: no cryptography and a plaintext sum, but the protocol's exact messages and sizes."""
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,16 +25,20 @@ class Dropouts:
     before_input: frozenset = frozenset()
     before_unmask: frozenset = frozenset()
 
-    def stage_sets(self, cohort: Cohort) -> tuple[frozenset[int], ...]:
-        """(U1, U2, U3, U5) as index sets."""
+    def check(self, client_ids: Collection[Hashable]) -> None:
+        """Raise if a dropout names a client outside the cohort or one client twice."""
         groups = {"before_shares": self.before_shares, "before_input": self.before_input,
                   "before_unmask": self.before_unmask}
         for name, group in groups.items():
-            unknown = [client for client in group if client not in cohort.index]
+            unknown = [client for client in group if client not in client_ids]
             if unknown:
                 raise SecAggProtocolError(f"dropouts.{name} names clients outside the cohort: {unknown}")
         if len(set().union(*groups.values())) != sum(len(group) for group in groups.values()):
             raise SecAggProtocolError("a client can drop out at one stage only")
+
+    def stage_sets(self, cohort: Cohort) -> tuple[frozenset[int], ...]:
+        """(U1, U2, U3, U5) as index sets."""
+        self.check(cohort.index)
         advertised = frozenset(range(len(cohort)))
         shared = advertised - {cohort.index[c] for c in self.before_shares}
         masked = shared - {cohort.index[c] for c in self.before_input}
@@ -50,8 +54,8 @@ def cost_messages(cohort: Cohort, spec: TensorSpec, config: SecAggConfig, round_
     ids, graph = cohort.ids, cohort.graph
     out = []
 
-    def send(kind: str, stage: int, sender: Hashable, recipient: Hashable, size: int) -> None:
-        out.append(CostMessage(sender, recipient, round_index, kind, stage, size))
+    def send(kind: str, stage: int, sender: Hashable, receiver: Hashable, size: int) -> None:
+        out.append(CostMessage(sender, receiver, round_index, kind, stage, size))
 
     for u in sorted(advertised):
         send(KEYS, 0, ids[u], SERVER, sizes.public_keys_size())

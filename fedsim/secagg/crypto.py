@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -30,11 +31,20 @@ class KeyPair:
         return cls(key.private_bytes_raw(), key.public_key().public_bytes_raw())
 
 
-def agree(private: bytes, peer_public: bytes) -> bytes:
-    """X25519 shared secret of our private key and a peer's public key (symmetric in the pair)."""
-    if len(peer_public) != PUBLIC_KEY_BYTES:
-        raise SecAggProtocolError(f"public keys are {PUBLIC_KEY_BYTES} bytes, got {len(peer_public)}")
-    return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(peer_public))
+def public_key_of(private: bytes) -> bytes:
+    """The X25519 public key of a raw private key (to check a key rebuilt from shares)."""
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def agree(private: bytes, peer_publics: Mapping[int, bytes]) -> dict[int, bytes]:
+    """X25519 shared secrets of our private key with each peer's public key (symmetric in a pair)."""
+    key = X25519PrivateKey.from_private_bytes(private)
+    agreed = {}
+    for peer, public in peer_publics.items():
+        if len(public) != PUBLIC_KEY_BYTES:
+            raise SecAggProtocolError(f"public keys are {PUBLIC_KEY_BYTES} bytes, got {len(public)} for #{peer}")
+        agreed[peer] = key.exchange(X25519PublicKey.from_public_bytes(public))
+    return agreed
 
 
 def derive(secret: bytes, label: bytes, *context: bytes | int) -> bytes:

@@ -5,6 +5,7 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 
+from fedsim.rng import stream_seed
 from fedsim.secagg.client import SecAggClient
 from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.cost import Dropouts, cost_aggregate
@@ -14,13 +15,8 @@ from fedsim.secagg.messages import Message
 from fedsim.secagg.server import SecAggServer
 from fedsim.secagg.spec import TensorSpec
 
-QUANTIZATION_STREAM = 0x9A47
-"""Purpose tag of each client's stochastic-rounding stream."""
-
-
-def client_rng_seed(seed: int, round_index: int, position: int) -> list[int]:
-    """Seed of the stochastic-rounding stream of the client at `position` in the cohort."""
-    return [seed, round_index, position, QUANTIZATION_STREAM]
+QUANTIZATION_PURPOSE = "secagg-quantize"
+"""Purpose of each client's stochastic-rounding stream (fedsim.rng.stream_seed)."""
 
 
 def run_secure_aggregation(updates: Mapping[Hashable, Mapping[str, np.ndarray]], weights: Mapping[Hashable, int],
@@ -28,7 +24,9 @@ def run_secure_aggregation(updates: Mapping[Hashable, Mapping[str, np.ndarray]],
                            seed: int = 0, *, drop_before_shares: frozenset = frozenset(),
                            drop_before_unmask: frozenset = frozenset()) -> tuple[AggregateResult, list[Message]]:
     """Aggregate {client: {name: array}} with integer weights in config.mode; return the result and
-    every message sent (empty in "off" mode).
+    every message sent (empty in "off" mode). Client k rounds with the stream
+    fedsim.rng.stream_seed(seed, k, round_index, QUANTIZATION_PURPOSE), so "protocol" and "cost"
+    give the same aggregate bit for bit.
 
     drop_after_masking: clients whose peers masked against them but whose masked input never
     arrives (left out of the sum, their masks are removed from the survivors' shares).
@@ -43,14 +41,16 @@ def run_secure_aggregation(updates: Mapping[Hashable, Mapping[str, np.ndarray]],
         raise TensorSpecError("secure aggregation needs at least one client update")
     spec = TensorSpec.from_update(updates[client_ids[0]])
     dropouts = Dropouts(frozenset(drop_before_shares), frozenset(drop_after_masking), frozenset(drop_before_unmask))
+    dropouts.check(updates)
     if config.mode == "off":
         return _plaintext_sum(updates, weights, config, spec, dropouts), []
     if config.mode == "cost":
         absent = dropouts.before_shares | dropouts.before_input
         encoded = {client: encode_update(updates[client], weights[client], spec, config,
-                                         np.random.default_rng(client_rng_seed(seed, round_index, position)),
+                                         np.random.default_rng(stream_seed(seed, client, round_index,
+                                                                           QUANTIZATION_PURPOSE)),
                                          f"client {client!r}")
-                   for position, client in enumerate(client_ids) if client not in absent}
+                   for client in client_ids if client not in absent}
         return cost_aggregate(encoded, client_ids, spec, config, round_index, dropouts)
     return _run_protocol(updates, weights, config, round_index, spec, dropouts, seed)
 
@@ -60,8 +60,9 @@ def _run_protocol(updates, weights, config: SecAggConfig, round_index: int, spec
     client_ids = list(updates)
     server = SecAggServer(config, round_index, client_ids, spec)
     dropouts.stage_sets(server.cohort)
-    clients = {client: SecAggClient(client, round_index, spec, config, client_rng_seed(seed, round_index, position))
-               for position, client in enumerate(client_ids)}
+    clients = {client: SecAggClient(client, round_index, spec, config,
+                                    stream_seed(seed, client, round_index, QUANTIZATION_PURPOSE))
+               for client in client_ids}
     log: list[Message] = []
 
     def deliver_up(message: Message, receive) -> None:
@@ -73,20 +74,20 @@ def _run_protocol(updates, weights, config: SecAggConfig, round_index: int, spec
     peer_keys = server.broadcast_keys()
     log.extend(peer_keys)
     for message in peer_keys:
-        if message.recipient not in dropouts.before_shares:
-            deliver_up(clients[message.recipient].share_keys(message), server.receive_shares)
+        if message.receiver not in dropouts.before_shares:
+            deliver_up(clients[message.receiver].share_keys(message), server.receive_shares)
     forwarded = server.forward_shares()
     log.extend(forwarded)
     for message in forwarded:
-        if message.recipient not in dropouts.before_input:
-            client = message.recipient
+        if message.receiver not in dropouts.before_input:
+            client = message.receiver
             deliver_up(clients[client].masked_input(updates[client], weights[client], message),
                        server.receive_masked_input)
     requests = server.request_unmask()
     log.extend(requests)
     for message in requests:
-        if message.recipient not in dropouts.before_unmask:
-            deliver_up(clients[message.recipient].unmask(message), server.receive_unmask)
+        if message.receiver not in dropouts.before_unmask:
+            deliver_up(clients[message.receiver].unmask(message), server.receive_unmask)
     return server.finish(), log
 
 

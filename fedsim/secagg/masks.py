@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsim.secagg.crypto import agree, derive
+from fedsim.secagg.crypto import derive
 from fedsim.secagg.prg import expand
 from fedsim.secagg.spec import TensorSpec
 
@@ -13,13 +13,11 @@ def self_mask(seed: bytes, round_index: int, spec: TensorSpec, length: int, dtyp
     return expand(derive(seed, b"fedsim-secagg/self-mask", round_index, spec.digest()), length, dtype)
 
 
-def pairwise_mask(mask_private: bytes, peer_mask_public: bytes, round_index: int, spec: TensorSpec,
-                  length: int, dtype: np.dtype) -> np.ndarray:
-    """PRG(HKDF(s_uv, round, tensor set)) with s_uv = X25519(s_u^SK, s_v^PK); the same for u and v.
+def pairwise_mask(agreed: bytes, round_index: int, spec: TensorSpec, length: int, dtype: np.dtype) -> np.ndarray:
+    """PRG(HKDF(s_uv, round, tensor set)), s_uv = X25519(s_u^SK, s_v^PK) = X25519(s_v^SK, s_u^PK).
 
     One stream covers all tensors in the spec's flat order; each tensor's mask is its slice.
     """
-    agreed = agree(mask_private, peer_mask_public)
     return expand(derive(agreed, b"fedsim-secagg/pair-mask", round_index, spec.digest()), length, dtype)
 
 

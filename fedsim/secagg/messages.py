@@ -1,5 +1,6 @@
-"""Messages of the protocol. Each has a kind, a stage, a sender and a recipient (client id or
-SERVER), and nbytes() measured on its real payload (byte strings, arrays, peer indices)."""
+"""Messages of the protocol. Each has a kind, a stage, a sender and a receiver (client id or
+fedsim.comm.SERVER), and nbytes() measured on its real payload (byte strings, arrays, peer
+indices), so fedsim.comm.payload_nbytes counts it when it travels as a comm.Message payload."""
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
@@ -8,10 +9,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from fedsim.comm import SERVER
 from fedsim.secagg.sizes import INDEX_BYTES
 
-SERVER = "server"
-"""Sender or recipient id of the server role."""
 KEYS = "secagg_keys"
 SHARES = "secagg_shares"
 MASKED_INPUT = "secagg_masked_input"
@@ -24,13 +24,13 @@ class Envelope:
     """Routing fields common to every message; subclasses add `kind`, `stage` and a payload."""
 
     sender: Hashable
-    recipient: Hashable
+    receiver: Hashable
     round: int
 
     @property
     def direction(self) -> str:
         """"up" (client to server) or "down"."""
-        return "up" if self.recipient == SERVER else "down"
+        return "up" if self.receiver == SERVER else "down"
 
     def nbytes(self) -> int:
         raise NotImplementedError
@@ -51,7 +51,7 @@ class PublicKeys(Envelope):
 
 @dataclass(frozen=True, eq=False)
 class PeerKeys(Envelope):
-    """Stage 0, down: the recipient's index and {neighbour index: (encryption key, mask key)}."""
+    """Stage 0, down: the receiver's index and {neighbour index: (encryption key, mask key)}."""
 
     index: int
     keys: dict[int, tuple[bytes, bytes]]
@@ -88,7 +88,7 @@ class MaskedInput(Envelope):
 
 @dataclass(frozen=True, eq=False)
 class UnmaskRequest(Envelope):
-    """Stage 3, down: indices of the recipient's neighbours whose masked input arrived."""
+    """Stage 3, down: indices of the receiver's neighbours whose masked input arrived."""
 
     survivors: frozenset[int]
     kind: ClassVar[str] = UNMASK

@@ -1,6 +1,8 @@
 """Masks: a ChaCha20 keystream read as unsigned integers (uniform mod 2^32 or 2^64)."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
@@ -13,5 +15,11 @@ def expand(seed: bytes, length: int, dtype: np.dtype) -> np.ndarray:
         raise ValueError(f"PRG seeds are {SEED_BYTES} bytes, got {len(seed)}")
     dtype = np.dtype(dtype)
     encryptor = Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor()
-    stream = encryptor.update(bytes(length * dtype.itemsize))
+    stream = encryptor.update(_zeros(length * dtype.itemsize))
     return np.frombuffer(stream, dtype=dtype)
+
+
+@lru_cache(maxsize=4)
+def _zeros(n_bytes: int) -> bytes:
+    """A reusable zero buffer for the keystream (encrypting zeros yields the keystream)."""
+    return bytes(n_bytes)

@@ -4,12 +4,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedsim.secagg import shamir
 from fedsim.secagg.cohort import Cohort
 from fedsim.secagg.config import SecAggConfig
-from fedsim.secagg.crypto import PUBLIC_KEY_BYTES
+from fedsim.secagg.crypto import PUBLIC_KEY_BYTES, agree, public_key_of
 from fedsim.secagg.encoding import META_LENGTH, AggregateResult, decode_sum
 from fedsim.secagg.errors import SecAggConfigError, SecAggProtocolError
 from fedsim.secagg.masks import apply_pairwise, pairwise_mask, self_mask
@@ -49,8 +48,8 @@ class SecAggServer:
             raise SecAggProtocolError(f"server: got {kind.__name__} during stage {_STAGES[self._stage]}")
         if not isinstance(message, kind):
             raise SecAggProtocolError(f"server: expected {kind.__name__}, got {type(message).__name__}")
-        if message.recipient != SERVER or message.round != self.round:
-            raise SecAggProtocolError(f"server (round {self.round}): message to {message.recipient!r} "
+        if message.receiver != SERVER or message.round != self.round:
+            raise SecAggProtocolError(f"server (round {self.round}): message to {message.receiver!r} "
                                       f"for round {message.round}")
         if message.sender not in self.cohort.index:
             raise SecAggProtocolError(f"server: {message.sender!r} is not a client of this aggregation")
@@ -163,14 +162,12 @@ class SecAggServer:
                 total -= self_mask(self._reconstruct(u, True), self.round, self.spec, self._length, dtype)
                 continue
             mask_private = self._reconstruct(u, False)
-            public = X25519PrivateKey.from_private_bytes(mask_private).public_key().public_bytes_raw()
-            if public != self._keys[u].mask_key:
+            if public_key_of(mask_private) != self._keys[u].mask_key:
                 raise SecAggProtocolError(f"server: the rebuilt mask key of {self.cohort.ids[u]!r} does not match "
                                           f"its public key: inconsistent shares")
-            for survivor in sorted(self.cohort.graph[u] & self.masked):
-                mask = pairwise_mask(mask_private, self._keys[survivor].mask_key, self.round, self.spec,
-                                     self._length, dtype)
-                apply_pairwise(total, mask, u, survivor)
+            survivor_keys = {v: self._keys[v].mask_key for v in sorted(self.cohort.graph[u] & self.masked)}
+            for survivor, secret in agree(mask_private, survivor_keys).items():
+                apply_pairwise(total, pairwise_mask(secret, self.round, self.spec, self._length, dtype), u, survivor)
         weighted_sum, total_weight, clipped = decode_sum(total, self.spec, self.config)
         survivors = tuple(self.cohort.ids[u] for u in sorted(self.masked))
         dropped = tuple(self.cohort.ids[u] for u in range(len(self.cohort)) if u not in self.masked)

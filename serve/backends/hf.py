@@ -72,7 +72,8 @@ class _RowDecoder(LogitsProcessor):
     """Turns greedy generate into per-row decoding.
 
     Rows past their own max_new_tokens are forced to EOS; sampled rows are forced to the
-    token drawn from their own generator, so greedy selection then picks exactly it.
+    token drawn (inverse CDF of the temperature-scaled top-p distribution) with a uniform
+    number from the row's own generator, so greedy selection then picks exactly it.
     """
 
     def __init__(self, params: list[GenerationParams], prompt_len: int, eos_id: int | None):
@@ -80,10 +81,12 @@ class _RowDecoder(LogitsProcessor):
         self._prompt_len = prompt_len
         self._eos_id = eos_id
         self._budgets = torch.tensor([p.max_new_tokens for p in params])
-        self._sampled_rows = [row for row, p in enumerate(params) if not p.greedy]
+        self._sampled = torch.tensor([not p.greedy for p in params])
+        self._temperatures = torch.tensor([max(p.temperature, 1e-6) for p in params])
+        self._top_ps = torch.tensor([p.top_p for p in params])
         self._generators: dict[int, torch.Generator] = {}
 
-    def _generator(self, row: int, device: torch.device) -> torch.Generator:
+    def _uniform(self, row: int, device: torch.device) -> torch.Tensor:
         if row not in self._generators:
             generator = torch.Generator(device=device)
             seed = self._params[row].seed
@@ -92,28 +95,31 @@ class _RowDecoder(LogitsProcessor):
             else:
                 generator.manual_seed(seed)
             self._generators[row] = generator
-        return self._generators[row]
+        return torch.rand((), generator=self._generators[row], device=device)
 
-    def _sample(self, row: int, logits: torch.Tensor) -> int:
-        params = self._params[row]
-        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-        if params.top_p < 1.0:
-            sorted_probs, order = probs.sort(descending=True)
-            keep = (sorted_probs.cumsum(-1) - sorted_probs) < params.top_p
-            probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_probs[keep])
-        return int(torch.multinomial(probs, 1, generator=self._generator(row, logits.device)))
+    def _sample(self, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        device = logits.device
+        probs = torch.softmax(logits.float() / self._temperatures[rows, None].to(device), dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        keep = (sorted_probs.cumsum(-1) - sorted_probs) < self._top_ps[rows, None].to(device)
+        cumulative = (sorted_probs * keep).cumsum(-1)
+        uniforms = torch.stack([self._uniform(int(row), device) for row in rows])
+        index = torch.searchsorted(cumulative, (uniforms * cumulative[:, -1])[:, None])
+        return order.gather(-1, index.clamp(max=order.shape[-1] - 1)).squeeze(-1)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self._prompt_len
-        over_budget = (self._budgets <= step).to(scores.device)
-        for row in self._sampled_rows:
-            if not over_budget[row]:
-                token = self._sample(row, scores[row])
-                scores[row] = float("-inf")
-                scores[row, token] = 0.0
+        over_budget = self._budgets <= step
+        rows = torch.nonzero(self._sampled & ~over_budget).flatten()
+        if len(rows):
+            tokens = self._sample(rows, scores[rows.to(scores.device)])
+            forced = torch.full_like(scores[rows.to(scores.device)], float("-inf"))
+            forced[torch.arange(len(rows), device=scores.device), tokens] = 0.0
+            scores[rows.to(scores.device)] = forced
         if self._eos_id is not None and bool(over_budget.any()):
-            scores[over_budget] = float("-inf")
-            scores[over_budget, self._eos_id] = 0.0
+            over = over_budget.to(scores.device)
+            scores[over] = float("-inf")
+            scores[over, self._eos_id] = 0.0
         return scores
 
 

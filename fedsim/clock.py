@@ -84,6 +84,19 @@ def sample_online(profiles: ClientProfiles, seed: int, round_index: int, count: 
     return online[:count]
 
 
+def sample_poisson(profiles: ClientProfiles, seed: int, round_index: int, rate: float) -> list[int]:
+    """Poisson sampling: every client independently with probability `rate`, then the online ones.
+
+    Drawn as a Binomial(N, rate) count and a uniform subset of that size (the same distribution as
+    N coin flips) so the cost is O(cohort), not O(N).
+    """
+    n = profiles.num_clients
+    rng = numpy_stream(seed, SERVER, round_index, "sample")
+    count = int(rng.binomial(n, rate))
+    drawn = rng.choice(n, size=count, replace=False) if count else np.empty(0, dtype=np.int64)
+    return [int(c) for c in drawn if profiles.is_online(seed, int(c), round_index)]
+
+
 def plan_cohort(profiles: ClientProfiles, candidates: list[int], keep: int, planned_s: dict[int, float],
                 deadline_s: float | None) -> Cohort:
     """Keep the `keep` fastest candidates that meet the deadline (ties broken by client id)."""

@@ -59,6 +59,8 @@ class ClientsConfig(_Section):
     over_commit: float = Field(1.0, ge=1.0, description="sample ceil(per_round*over_commit), keep the fastest")
     deadline_s: float | None = Field(None, gt=0, description="simulated seconds; later clients are dropped")
     availability: float = Field(1.0, gt=0, le=1.0, description="probability a client is online in a round")
+    sampling: Literal["fixed", "poisson"] = Field(
+        "fixed", description="fixed: exactly ceil(per_round*over_commit); poisson: each client with rate q")
     presets: dict[str, float] = Field(default_factory=lambda: {"llama-1m": 1.0},
                                       description="SLM preset (or local path) -> share of clients")
     seconds_per_sample: Distribution = Field(default_factory=lambda: Distribution(median=0.05, sigma=0.5))
@@ -138,6 +140,44 @@ class SecAggSettings(_Section):
     dropout_rate: float = Field(0.0, ge=0, lt=1, description="chance a client drops after masking")
 
 
+class DPSGDSettings(_Section):
+    """DP-SGD on the clients' LoRA parameters (Opacus as the engine, dp-accounting for epsilon)."""
+
+    noise_multiplier: float | None = Field(None, ge=0)
+    target_eps: float | None = Field(None, gt=0, description="calibrate sigma for the planned steps")
+    max_grad_norm: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "DPSGDSettings":
+        if (self.noise_multiplier is None) == (self.target_eps is None):
+            raise ValueError("privacy.dp_sgd needs exactly one of noise_multiplier and target_eps")
+        return self
+
+
+class CentralDPSettings(_Section):
+    """User-level DP-FedAvg: clients clip their update, the server adds Gaussian noise to the sum."""
+
+    clip_norm: float = Field(gt=0)
+    noise_multiplier: float | None = Field(None, ge=0)
+    target_eps: float | None = Field(None, gt=0, description="calibrate sigma for all rounds")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "CentralDPSettings":
+        if (self.noise_multiplier is None) == (self.target_eps is None):
+            raise ValueError("privacy.central needs exactly one of noise_multiplier and target_eps")
+        return self
+
+
+class PrivacyConfig(_Section):
+    """Privacy budgets and mechanisms; every release is accounted per protected data unit."""
+
+    budget_eps: float = Field(math.inf, gt=0, description="per client; a release beyond it is refused")
+    budget_delta: float = Field(1e-5, gt=0, lt=1)
+    server_budget_eps: float = Field(math.inf, gt=0, description="user-level budget under central DP")
+    dp_sgd: DPSGDSettings | None = None
+    central: CentralDPSettings | None = None
+
+
 class EngineConfig(_Section):
     """The Ray worker pool."""
 
@@ -170,6 +210,7 @@ class ExperimentConfig(_Section):
     comm: CommConfig = Field(default_factory=CommConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     secagg: SecAggSettings = Field(default_factory=SecAggSettings)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     output_dir: str = "runs"
 
@@ -184,6 +225,19 @@ class ExperimentConfig(_Section):
         if len(set(value)) != len(value):
             raise ValueError("algorithms must not repeat")
         return value
+
+    @model_validator(mode="after")
+    def _privacy_fits(self) -> "ExperimentConfig":
+        if self.privacy.central is not None:
+            if self.clients.sampling != "poisson":
+                raise ValueError("privacy.central needs clients.sampling: poisson (the accountant assumes it)")
+            if any(name not in ("fedavg_lora", "fedavg_vector") for name in self.algorithms):
+                raise ValueError("privacy.central applies to fedavg_lora and fedavg_vector only")
+        return self
+
+    def sample_rate(self) -> float:
+        """Each client's chance to be drawn in a round (the q of the accountants)."""
+        return self.sampled_per_round() / self.clients.num
 
     def sampled_per_round(self) -> int:
         """How many clients are drawn each round before the fastest are kept."""

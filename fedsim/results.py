@@ -28,9 +28,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite a JSONL file atomically."""
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
 def write_rows(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite the JSONL rows of one algorithm's run."""
-    atomic_write_text(run_dir / ROWS_JSONL, "".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl(run_dir / ROWS_JSONL, rows)
 
 
 def read_rows(run_dir: Path) -> pd.DataFrame:

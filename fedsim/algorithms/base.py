@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedsim.algorithms.fedavg import Arrays, apply_update, weighted_mean_update
+from fedsim.algorithms.fedavg import Arrays, apply_update, mean_of, weighted_sum
 from fedsim.comm import Message
 from fedsim.config import ExperimentConfig
 
@@ -29,7 +29,7 @@ class ClientContext:
     global_payload: Any = None  # the server's current payload for this preset (not communicated)
     model: Any = None         # the worker's peft model for this client's architecture
     tokenizer: Any = None
-    local_steps: int = 0
+    dp_noise_multiplier: float | None = None  # DP-SGD noise for this client (None: no DP-SGD)
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Algorithm(ABC):
         """
         if self.summed_kind is None:
             return global_payload
-        return self.apply_mean(preset, global_payload, weighted_mean_update(outcomes, self.summed_kind))
+        return self.apply_mean(preset, global_payload, mean_of(*weighted_sum(outcomes, self.summed_kind)))
 
     def apply_mean(self, preset: str, global_payload: Any, mean: Arrays | None) -> Any:
         """The new global payload given the clients' mean update (None: nobody reported)."""

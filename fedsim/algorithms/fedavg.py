@@ -16,26 +16,32 @@ def cast_for_wire(arrays: Arrays, dtype: str) -> Arrays:
     return {name: np.ascontiguousarray(value, dtype=dtype) for name, value in arrays.items()}
 
 
-def weighted_mean_update(outcomes: list[ClientOutcome], kind: str) -> Arrays | None:
-    """Σ n_k Δ_k / Σ n_k over the outcomes' `kind` messages, summed in client order (deterministic)."""
+def weighted_sum(outcomes: list[ClientOutcome], kind: str) -> tuple[Arrays, int]:
+    """(Σ n_k Δ_k in float64, Σ n_k) over the outcomes' `kind` messages, summed in client order."""
     updates = [(o.num_samples, m.payload) for o in sorted(outcomes, key=lambda o: o.client)
                for m in o.messages if m.kind == kind]
-    total = sum(weight for weight, _ in updates)
-    if not updates or total <= 0:
-        return None
+    if not updates:
+        return {}, 0
     names = sorted(updates[0][1])
     for _, payload in updates:
         if sorted(payload) != names:
             raise ValueError(f"client updates disagree on tensor names: {sorted(payload)} vs {names}")
-    mean: Arrays = {}
+    total: Arrays = {}
     for name in names:
         acc = np.zeros(updates[0][1][name].shape, dtype=np.float64)
         for weight, payload in updates:
             if payload[name].shape != acc.shape:
                 raise ValueError(f"update {name!r} has shape {payload[name].shape}, expected {acc.shape}")
             acc += weight * payload[name].astype(np.float64)
-        mean[name] = (acc / total).astype(np.float32)
-    return mean
+        total[name] = acc
+    return total, sum(weight for weight, _ in updates)
+
+
+def mean_of(total: Arrays, weight: float) -> Arrays | None:
+    """Σ / weight as float32 (None when nobody reported)."""
+    if weight <= 0:
+        return None
+    return {name: (value / weight).astype(np.float32) for name, value in total.items()}
 
 
 def apply_update(global_arrays: Arrays, update: Arrays | None) -> Arrays:

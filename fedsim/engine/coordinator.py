@@ -5,6 +5,7 @@ in-process workers for tests and the benchmark's lower bound).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import time
@@ -15,14 +16,16 @@ import numpy as np
 
 from fedsim.algorithms import make_algorithm
 from fedsim.algorithms.base import POOLED_CLIENT, ClientOutcome
-from fedsim.algorithms.fedavg import cast_for_wire
-from fedsim.clock import ClientProfiles, VirtualClock, plan_cohort, sample_online
+from fedsim.algorithms.fedavg import cast_for_wire, weighted_sum
+from fedsim.clock import ClientProfiles, VirtualClock, plan_cohort, sample_online, sample_poisson
 from fedsim.comm import SERVER, ByteLedger, Message, payload_nbytes
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
+from fedsim.engine.privacy_gate import PrivacyGate
 from fedsim.engine.secure_sum import SecAggAbort, dropped_after_masking, run_cost, run_protocol, secagg_config
 from fedsim.engine.worker import ClientTask
-from fedsim.results import write_rows
+from fedsim.privacy.ledger import PrivacyLedger
+from fedsim.results import write_jsonl, write_rows
 from fedsim.rng import numpy_stream
 
 CHECKPOINT_FILE = "checkpoint.pkl"
@@ -95,6 +98,7 @@ class RoundEngine:
         self.eval_clients = self._pick_eval_clients()
         secure = config.secagg.mode != "off" and self.algorithm.summed_kind is not None
         self.secagg = secagg_config(config.secagg) if secure else None
+        self.privacy = PrivacyGate(config, data.sizes)
         presets = sorted(set(self.profiles.presets)) if not self.algorithm.pooled else [self.profiles.presets[0]]
         self.globals: dict[str, Any] = {preset: executor.initial_payload(preset) for preset in presets}
 
@@ -112,7 +116,8 @@ class RoundEngine:
         if self.run_dir is None:
             return
         state = {"completed": self.completed, "globals": self.globals, "clock": self.clock.now_s,
-                 "bytes": self.bytes.to_dict(), "rows": self.rows, "worker_of": self.worker_of}
+                 "bytes": self.bytes.to_dict(), "rows": self.rows, "worker_of": self.worker_of,
+                 "ledger": self.privacy.ledger.to_dict()}
         _atomic_pickle(state, self.run_dir / CHECKPOINT_FILE)
 
     def restore(self) -> None:
@@ -124,6 +129,7 @@ class RoundEngine:
         self.clock = VirtualClock(state["clock"])
         self.bytes = ByteLedger.from_dict(state["bytes"])
         self.rows = state["rows"]
+        self.privacy.ledger = PrivacyLedger.from_dict(state["ledger"])
         write_rows(self.run_dir, self.rows)
         self.worker_of = {c: w % self.executor.num_workers for c, w in state["worker_of"].items()}
 
@@ -171,21 +177,30 @@ class RoundEngine:
         round_index = self.completed
         wire = self._wire_payloads()
         if self.algorithm.pooled:
-            sampled, selected, stragglers, late = [POOLED_CLIENT], [POOLED_CLIENT], [], []
+            sampled, selected, stragglers, late, refused = [POOLED_CLIENT], [POOLED_CLIENT], [], [], []
             per_worker = {0: [POOLED_CLIENT]}
             presets = {POOLED_CLIENT: next(iter(self.globals))}
         else:
-            sampled = sample_online(self.profiles, self.config.seed, round_index, self.config.sampled_per_round())
+            if self.config.clients.sampling == "poisson":
+                sampled = sample_poisson(self.profiles, self.config.seed, round_index, self.config.sample_rate())
+                keep = len(sampled)
+            else:
+                sampled = sample_online(self.profiles, self.config.seed, round_index,
+                                        self.config.sampled_per_round())
+                keep = self.config.clients.per_round
             planned = self._planned_seconds(sampled, wire)
-            cohort = plan_cohort(self.profiles, sampled, self.config.clients.per_round, planned,
-                                 self.config.clients.deadline_s)
+            cohort = plan_cohort(self.profiles, sampled, keep, planned, self.config.clients.deadline_s)
             selected, stragglers, late = cohort.selected, cohort.stragglers, cohort.missed_deadline
+            if not self.privacy.admit_round(round_index):
+                selected = []
+            selected, refused = self.privacy.admit_clients(round_index, selected)
             per_worker = self._assign(selected, planned)
             presets = {c: self.profiles.preset_of(c) for c in selected}
 
         kind = self.algorithm.download_kind()
         downloads = {c: Message(kind, SERVER, c, wire[presets[c]]) for c in selected if kind is not None}
-        tasks = {w: [ClientTask(c, round_index, presets[c], downloads.get(c)) for c in clients]
+        tasks = {w: [ClientTask(c, round_index, presets[c], downloads.get(c),
+                                self.privacy.dp_sgd_sigma(c) if c != POOLED_CLIENT else None) for c in clients]
                  for w, clients in per_worker.items()}
         outcomes = self.executor.run_clients(tasks, self.globals)
 
@@ -196,33 +211,41 @@ class RoundEngine:
         dropped: set[int] = set()
         aborted: list[str] = []
         for preset, group in sorted(by_preset.items()):
-            if self.secagg is None:
+            if self.algorithm.summed_kind is None:
                 self.globals[preset] = self.algorithm.aggregate(preset, self.globals[preset], group)
                 continue
             try:
-                mean, lost = self._secure_mean(round_index, preset, group, messages)
+                total, weight, lost = self._sum_updates(round_index, preset, group, messages)
             except SecAggAbort:
                 aborted.append(preset)  # the previous global state stays
                 dropped.update(outcome.client for outcome in group)
                 continue
             dropped.update(lost)
+            mean = self.privacy.release_mean(round_index, preset, total, weight)
             self.globals[preset] = self.algorithm.apply_mean(preset, self.globals[preset], mean)
         sim_round_s = self._account(round_index, messages, outcomes)
 
         self.completed += 1
         row = self._row(round_index, started, sim_round_s, sampled, selected, stragglers, late, outcomes)
         row.update({"secagg": self.config.secagg.mode if self.secagg else "off",
-                    "clients_dropped": len(dropped), "secagg_aborted": aborted})
+                    "clients_dropped": len(dropped), "secagg_aborted": aborted, "clients_refused": len(refused)})
+        row.update(self.privacy.row_fields(round_index))
         row["clients_succeeded"] -= len(dropped)
         self.rows.append(row)
         if self.run_dir is not None:
             write_rows(self.run_dir, self.rows)
+            if self.privacy.active:
+                write_jsonl(self.run_dir / "privacy.jsonl",
+                            [dataclasses.asdict(r) for r in self.privacy.ledger.rows()])
         self.checkpoint()
         return row
 
-    def _secure_mean(self, round_index: int, preset: str, group: list[ClientOutcome],
-                     messages: list[Message]) -> tuple[dict[str, np.ndarray], frozenset[int]]:
-        """The group's weighted mean update through secure aggregation; also who dropped."""
+    def _sum_updates(self, round_index: int, preset: str, group: list[ClientOutcome],
+                     messages: list[Message]) -> tuple[dict[str, np.ndarray], int, frozenset[int]]:
+        """(Σ w_k Δ_k, Σ w_k, dropped clients), through secure aggregation when it is on."""
+        if self.secagg is None:
+            total, weight = weighted_sum(group, self.algorithm.summed_kind)
+            return total, weight, frozenset()
         from fedsim.secagg import TensorSpec
 
         spec = TensorSpec.from_update(self.globals[preset])
@@ -233,8 +256,7 @@ class RoundEngine:
             result = run_protocol(self.secagg, round_index, spec, handed, dropped, self._stage_call, messages)
         else:
             result = run_cost(self.secagg, round_index, spec, handed, dropped, messages)
-        mean = {name: value.astype(np.float32) for name, value in result.mean().items()}
-        return mean, dropped
+        return result.weighted_sum, result.total_weight, dropped
 
     def _stage_call(self, stage: str, inbox: dict[int, Any]) -> dict[int, Any]:
         per_worker: dict[int, dict[int, Any]] = {}

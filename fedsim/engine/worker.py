@@ -19,6 +19,7 @@ from fedsim.comm import Message
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
 from fedsim.engine.secure_sum import ClientSide, secagg_config
+from fedsim.privacy.central import clip_update
 from fedsim.rng import SERVER, seed_torch_global, stream_seed
 
 STATE_VERSIONS_KEPT = 2
@@ -32,6 +33,7 @@ class ClientTask:
     round_index: int
     preset: str
     download: Message | None
+    dp_noise_multiplier: float | None = None
 
 
 class ClientStateStore:
@@ -134,14 +136,25 @@ class WorkerRuntime:
                 examples = []
             state = self.store.get(task.client) if self.algorithm.keeps_client_state else {}
             ctx = ClientContext(task.client, task.round_index, self.config, task.preset, examples, task.download,
-                                state, globals_by_preset.get(task.preset), model, tokenizer)
+                                state, globals_by_preset.get(task.preset), model, tokenizer,
+                                task.dp_noise_multiplier)
             outcome = self.algorithm.client_step(ctx)
             if outcome.state_changed:
                 self.store.put(task.client, task.round_index, state)
+            if self.config.privacy.central is not None:
+                self._clip_for_central_dp(outcome)
             if self.secagg is not None:
                 self._hold_update(task, outcome)
             outcomes.append(outcome)
         return outcomes
+
+    def _clip_for_central_dp(self, outcome: ClientOutcome) -> None:
+        """Clip the summed update to the central-DP norm and give it weight 1 (sensitivity C)."""
+        kind = self.algorithm.summed_kind
+        clip = self.config.privacy.central.clip_norm
+        outcome.messages = [Message(m.kind, m.sender, m.receiver, clip_update(m.payload, clip)[0])
+                            if m.kind == kind else m for m in outcome.messages]
+        outcome.num_samples = 1
 
     def _hold_update(self, task: ClientTask, outcome: ClientOutcome) -> None:
         kind = self.algorithm.summed_kind

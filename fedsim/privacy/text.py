@@ -175,7 +175,8 @@ class TextPrivacyKit:
             if not isinstance(text, str):
                 raise TextPrivacyError(f"texts must be strings, got {type(text).__name__}")
         encodings = self.tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        specials = self.vocabulary.special_ids
+        # the unknown token stands for ordinary text the vocabulary lacks: its digits are numbers
+        specials = self.vocabulary.special_ids - {getattr(self.tokenizer, "unk_token_id", None)}
         located = []
         for text, encoding in zip(texts, encodings):
             content_spans: list[tuple[int, int]] = []

@@ -75,7 +75,7 @@ def replacement_counts(perturber, token: str, n_samples: int, seed: int) -> Coun
     return Counter(word for result in results for word in result.text.split())
 
 
-@pytest.mark.parametrize("token", ["river", "oak", "the", "42"])
+@pytest.mark.parametrize("token", ["river", "oak", "the", "42", "7", "123456789012345"])
 @pytest.mark.parametrize("eps", [1.0, 4.0])
 def test_em_frequencies_match_closed_form(kit, tokenizer, embeddings, token, eps):
     candidates = kit.em_candidates(token)
@@ -289,7 +289,7 @@ def digit_split_tokenizer() -> PreTrainedTokenizerFast:
                                                      pre_tokenizers.ByteLevel(add_prefix_space=False)])
     backend.decoder = decoders.ByteLevel()
     backend.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")
 
 
@@ -300,7 +300,7 @@ def test_numbers_split_into_digit_tokens_are_perturbed_whole(mechanism):
                                                top_k=3, top_m=50)
     assert split.tokenize(" 2024") == ["Ġ", "2", "0", "2", "4"]
     numbers_only = "2024 1234567, 007"
-    assert split_kit.unprotected_fraction([numbers_only]) == pytest.approx(1 / 13)  # the comma
+    assert split_kit.unprotected_fraction([numbers_only]) == pytest.approx(1 / 15)  # 14 digits, 1 comma
     too_long = "12345678901234567890"  # beyond MAX_DIGITS: left in clear
     assert split_kit.unprotected_fraction([too_long]) == 1.0
 
@@ -310,8 +310,8 @@ def test_numbers_split_into_digit_tokens_are_perturbed_whole(mechanism):
     for result in results:
         out_runs = re.findall(r"[0-9]+", result.text)
         assert [len(r) for r in out_runs] == [len(r) for r in runs]
-        assert out_runs[2].startswith("0") and out_runs[3] == too_long
-        assert out_runs[0][0] != "0" and out_runs[1][0] != "0"
+        assert out_runs[3] == too_long
+        assert out_runs[0][0] != "0" and out_runs[1][0] != "0"  # "007" may become any of 000..999
         assert separators(result.text) == separators(text)
     assert sum(re.findall(r"[0-9]+", r.text)[1] != "1234567" for r in results) > 25
 
@@ -398,7 +398,7 @@ def byte_level_tokenizer() -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        vocab_size=400, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")
 
 

@@ -1,0 +1,118 @@
+"""LoRA adapters through peft, and their exchange as named float32 arrays.
+
+Adapter arrays are keyed by the parameter's name inside the base model with peft's wrapper
+prefix and adapter name removed (e.g. "model.layers.0.self_attn.q_proj.lora_A.weight"), so
+two workers that build the same base model agree on every key whatever their adapter names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import peft
+import torch
+from transformers import PreTrainedModel
+
+TargetModules = Literal["attention", "all-linear"] | list[str]
+
+# Per model_type: (attention module names, every linear module name, input embedding name).
+_MODULE_NAMES: dict[str, tuple[list[str], list[str], str]] = {
+    "llama": (["q_proj", "k_proj", "v_proj", "o_proj"],
+              ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "embed_tokens"),
+    "gpt2": ([r".*\.attn\.c_attn", r".*\.attn\.c_proj"], ["c_attn", "c_proj", "c_fc"], "wte"),
+}
+_WRAPPER_PREFIX = "base_model.model."
+
+
+class AdapterMismatchError(ValueError):
+    """Adapter arrays whose names or shapes do not match the model's trainable parameters."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """What to adapt and how. `train_embeddings` also trains the (tied) token embeddings."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: TargetModules = "attention"
+    train_embeddings: bool = False
+
+
+def attach_lora(model: PreTrainedModel, settings: LoraSettings) -> peft.PeftModel:
+    """Freeze `model` and wrap it with a LoRA adapter as `settings` say."""
+    model_type = model.config.model_type
+    if model_type not in _MODULE_NAMES:
+        raise ValueError(f"LoRA targets are known for {sorted(_MODULE_NAMES)}, not {model_type!r}")
+    if settings.r < 1:
+        raise ValueError(f"LoRA rank r must be >= 1, got {settings.r}")
+    attention, all_linear, embedding = _MODULE_NAMES[model_type]
+    if settings.target_modules == "attention":
+        targets: str | list[str] = attention if model_type != "gpt2" else "|".join(attention)
+    elif settings.target_modules == "all-linear":
+        targets = all_linear
+    elif isinstance(settings.target_modules, list) and settings.target_modules:
+        targets = list(settings.target_modules)
+    else:
+        raise ValueError(
+            f"target_modules must be 'attention', 'all-linear' or a non-empty list of module names, "
+            f"got {settings.target_modules!r}"
+        )
+    config = peft.LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        fan_in_fan_out=model_type == "gpt2",
+        modules_to_save=[embedding] if settings.train_embeddings else None,
+        ensure_weight_tying=settings.train_embeddings,
+        task_type="CAUSAL_LM",
+    )
+    return peft.get_peft_model(model, config)
+
+
+def _stable_name(name: str, adapter_name: str) -> str:
+    name = name.removeprefix(_WRAPPER_PREFIX)
+    return name.replace(f".{adapter_name}.", ".").replace(f".modules_to_save.{adapter_name}", "")
+
+
+def _named_trainable(model: peft.PeftModel) -> dict[str, torch.nn.Parameter]:
+    adapter_name = model.active_adapter
+    named: dict[str, torch.nn.Parameter] = {}
+    seen: set[int] = set()
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad and id(parameter) not in seen:
+            seen.add(id(parameter))
+            named[_stable_name(name, adapter_name)] = parameter
+    return named
+
+
+def get_adapter(model: peft.PeftModel) -> dict[str, np.ndarray]:
+    """Float32 copies of every trainable parameter, by stable name."""
+    return {name: p.detach().to(torch.float32).cpu().numpy().copy() for name, p in _named_trainable(model).items()}
+
+
+def set_adapter(model: peft.PeftModel, arrays: dict[str, np.ndarray]) -> None:
+    """Load adapter arrays into the model's trainable parameters (names and shapes must match)."""
+    named = _named_trainable(model)
+    missing, unexpected = sorted(set(named) - set(arrays)), sorted(set(arrays) - set(named))
+    if missing or unexpected:
+        raise AdapterMismatchError(
+            f"adapter names do not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for name, parameter in named.items():
+        if tuple(arrays[name].shape) != tuple(parameter.shape):
+            raise AdapterMismatchError(
+                f"adapter array {name!r} has shape {tuple(arrays[name].shape)}, the model expects "
+                f"{tuple(parameter.shape)}"
+            )
+    with torch.no_grad():
+        for name, parameter in named.items():
+            parameter.copy_(torch.as_tensor(arrays[name], dtype=parameter.dtype))
+
+
+def adapter_num_params(model: peft.PeftModel) -> int:
+    """Number of trainable (exchanged) parameters."""
+    return sum(p.numel() for p in _named_trainable(model).values())

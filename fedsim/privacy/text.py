@@ -52,7 +52,7 @@ from fedsim.privacy.text_numbers import (
     number_domains,
     sample_two_sided_geometric,
 )
-from fedsim.privacy.text_vocab import PerturbableVocabulary, TextPrivacyError, perturbable_vocabulary
+from fedsim.privacy.text_vocab import PerturbableVocabulary, TextPrivacyError, perturbable_vocabulary, string_set
 
 Mechanism = Literal["em", "aem"]
 
@@ -151,6 +151,7 @@ class TextPrivacyKit:
             raise TextPrivacyError(
                 f"embeddings must be a numeric [vocab, d] matrix, got shape {matrix.shape} dtype {matrix.dtype}")
         started = time.perf_counter()
+        exclude, exclude_tokens = string_set(exclude, "exclude"), string_set(exclude_tokens, "exclude_tokens")
         vocabulary = perturbable_vocabulary(tokenizer, exclude, exclude_tokens)
         if vocabulary.word_ids.size and vocabulary.word_ids.max() >= matrix.shape[0]:
             raise TextPrivacyError(f"embeddings has {matrix.shape[0]} rows but the tokenizer uses "
@@ -166,7 +167,7 @@ class TextPrivacyKit:
         word_pool = build_pool(word_embeddings.shape[0], cosine_similarity_block(word_embeddings),
                                top_k, top_m, chunk_bytes)
         return cls(tokenizer, vocabulary, word_embeddings, word_pool, top_k, top_m,
-                   perturb_numbers="numbers" not in set(exclude), exclude_tokens=frozenset(exclude_tokens),
+                   perturb_numbers="numbers" not in exclude, exclude_tokens=exclude_tokens,
                    n_zero_norm_dropped=n_dropped, build_seconds=time.perf_counter() - started)
 
     def locate(self, texts: Sequence[str]) -> list[LocatedText]:
@@ -202,8 +203,9 @@ class TextPrivacyKit:
                 word_spans.append((word_start, word_end))
                 word_indices.append(index)
             number_spans = self._number_spans(text, special_spans)
+            n_protected = _count_covered(content_spans, word_spans + number_spans)
             located.append(LocatedText(tuple(encoding.tokens), word_spans, word_indices, number_spans,
-                                       len(content_spans), _count_covered(content_spans, word_spans + number_spans)))
+                                       len(content_spans), n_protected))
         return located
 
     def _number_spans(self, text: str, special_spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -235,14 +237,15 @@ class TextPrivacyKit:
 
     def em_candidates(self, unit: str) -> tuple[str, ...]:
         """The EM candidate set (group) of a perturbable word or number, itself first."""
-        if self.perturb_numbers and NUMBER_PATTERN.fullmatch(unit) and len(unit) <= MAX_DIGITS:
+        is_number = NUMBER_PATTERN.fullmatch(unit) is not None and len(unit) <= MAX_DIGITS
+        if unit in self.exclude_tokens or not (self.perturb_numbers if is_number else unit in self._word_index):
+            raise TextPrivacyError(f"{unit!r} is not a perturbable word or number of this kit")
+        if is_number:
             domains = number_domains([unit])
             first, last = em_groups(domains, self.top_k)
             members = np.arange(first[0], last[0] + 1.0)
             members = np.concatenate([domains.values, members[members != domains.values[0]]])
             return tuple(format_numbers(members, np.full(members.size, domains.width[0])))
-        if unit not in self._word_index or unit in self.exclude_tokens:
-            raise TextPrivacyError(f"{unit!r} is not a perturbable word or number of this kit")
         index = self._word_index[unit]
         members = self.word_pool.group_idx[index, : self.word_pool.group_size[index]]
         return tuple(self.word_surfaces[m] for m in [index] + [int(m) for m in members if m != index])
@@ -286,7 +289,7 @@ def _drop_words(vocabulary: PerturbableVocabulary, keep: np.ndarray) -> Perturba
 class _Draws:
     """Replacements of a batch of units, with their candidate-set sizes and capped flags."""
 
-    replacements: list
+    replacements: list[str]
     set_sizes: np.ndarray
     capped: np.ndarray
 
@@ -361,7 +364,8 @@ class TokenPerturber:
             chosen, sizes = pool.group_idx[indices, column], pool.group_size[indices]
             capped = np.zeros(indices.size, bool)
         else:
-            chosen, sizes, capped = self._sample_above_threshold(indices, self._cosine_thresholds(indices, rng), rng)
+            thresholds = self._cosine_thresholds(indices, rng)
+            chosen, sizes, capped = self._sample_above_threshold(indices, thresholds, rng)
         return _Draws([self.kit.word_surfaces[i] for i in chosen.tolist()], sizes, capped)
 
     def _cosine_thresholds(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -385,13 +389,13 @@ class TokenPerturber:
                                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """EM at eps_em over each word's neighbours with utility >= its threshold."""
         pool = self.kit.word_pool
-        utilities = pool.neighbour_util[indices].astype(np.float64)
+        utilities = pool.neighbour_util[indices]  # float32, each row non-increasing
         n_candidates = np.maximum((utilities >= thresholds[:, None]).sum(axis=1), 1)
         n_listed = utilities.shape[1]
         capped = (n_listed < pool.size) & (thresholds < utilities[:, -1])
-        inside = np.arange(n_listed)[None, :] < n_candidates[:, None]
-        weights = np.where(inside, np.exp(self.eps_em * (utilities - 1.0) / (2.0 * self.sensitivity)), 0.0)
-        cdf = np.cumsum(weights, axis=1)
+        weights = np.exp(np.float32(self.eps_em / (2.0 * self.sensitivity)) * (utilities - np.float32(1.0)))
+        weights[np.arange(n_listed)[None, :] >= n_candidates[:, None]] = 0.0
+        cdf = np.cumsum(weights, axis=1, dtype=np.float64)
         targets = rng.random(indices.size) * cdf[np.arange(indices.size), n_candidates - 1]
         column = np.minimum((cdf < targets[:, None]).sum(axis=1), n_candidates - 1)
         return pool.neighbour_idx[indices, column], n_candidates, capped

@@ -81,6 +81,16 @@ def _excluded_reason(surface: str, exclude: frozenset[str], exclude_tokens: froz
     return None
 
 
+def string_set(values: Iterable[str], name: str) -> frozenset[str]:
+    """A collection of strings as a frozenset (a lone string is an error, not its characters)."""
+    if isinstance(values, str):
+        raise TextPrivacyError(f"{name} takes a collection of strings, not one string: {values!r}")
+    result = frozenset(values)
+    if not all(isinstance(v, str) for v in result):
+        raise TextPrivacyError(f"{name} must hold strings, got {sorted(map(repr, result))}")
+    return result
+
+
 def special_token_ids(tokenizer) -> frozenset[int]:
     """Ids of special and added tokens (never perturbed)."""
     ids = set(tokenizer.backend_tokenizer.get_added_tokens_decoder())
@@ -94,15 +104,13 @@ def perturbable_vocabulary(tokenizer, exclude: Iterable[str] = (),
     if not hasattr(tokenizer, "backend_tokenizer"):
         raise TextPrivacyError(
             f"tokenizer must be a fast (tokenizers-backed) Hugging Face tokenizer, got {type(tokenizer).__name__}")
-    if isinstance(exclude, str) or isinstance(exclude_tokens, str):
-        raise TextPrivacyError("exclude and exclude_tokens take collections of strings, not one string")
-    exclude_set = frozenset(exclude)
+    exclude_set = string_set(exclude, "exclude")
     unknown = sorted(exclude_set - set(EXCLUDABLE_CLASSES))
     if unknown:
         raise TextPrivacyError(
             f"unknown exclude class(es) {unknown}; allowed: {list(EXCLUDABLE_CLASSES)} "
             "(put literal tokens in exclude_tokens)")
-    exclude_token_set = frozenset(exclude_tokens)
+    exclude_token_set = string_set(exclude_tokens, "exclude_tokens")
 
     vocab = tokenizer.backend_tokenizer.get_vocab(with_added_tokens=True)
     specials = special_token_ids(tokenizer)

@@ -73,3 +73,24 @@ def test_central_dp_needs_poisson_sampling():
 
     with pytest.raises(ConfigError, match="sampling: poisson"):
         validate({"algorithms": ["fedavg_vector"], "privacy": {"central": {"clip_norm": 1, "noise_multiplier": 1}}})
+
+
+def test_dp_sgd_releases_are_accounted_and_refused_over_budget():
+    config = validate({"algorithms": ["fedavg_lora"], "rounds": 3, "seed": 4,
+                       "clients": {"num": 3, "per_round": 3, "presets": {"llama-0.3m": 1}},
+                       "task": {"test_size": 4, "public_size": 0, "train_per_client": 16},
+                       "train": {"local_steps": 2, "batch_size": 4}, "eval": {"every": 0},
+                       "privacy": {"budget_eps": 4.5, "dp_sgd": {"noise_multiplier": 1.0, "max_grad_norm": 0.5}}})
+    data = build_federated_data(config)
+    engine = RoundEngine(config, "fedavg_lora", data, InProcessExecutor(config, "fedavg_lora", data, None, 1), None)
+    rows = [engine.run_round() for _ in range(3)]
+    accountant = PLDAccountant(value_discretization_interval=1e-4)
+    event = SelfComposedDpEvent(PoissonSampledDpEvent(4 / 16, GaussianDpEvent(1.0)), 2)
+    accountant.compose(event)
+    assert rows[0]["eps_client_max"] == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-3)
+    accountant.compose(event)
+    assert accountant.get_epsilon(1e-5) > 4.5  # a second round would exceed the budget ...
+    assert rows[1]["clients_refused"] == 3 and rows[1]["clients_succeeded"] == 0  # ... so it is refused
+    assert rows[2]["eps_client_max"] == rows[0]["eps_client_max"]
+    refusals = [r for r in engine.privacy.ledger.rows() if r.refused]
+    assert len(refusals) == 6 and all(r.mechanism == "dp_sgd" for r in refusals)

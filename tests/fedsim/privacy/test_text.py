@@ -1,5 +1,6 @@
 """Token-level exponential mechanisms (EM, AEM) over input embeddings: fedsim/privacy/text.py."""
 import math
+import pickle
 import re
 from collections import Counter
 
@@ -251,6 +252,18 @@ def test_excluded_classes_never_change_and_count_as_unprotected(tokenizer, embed
             excluding.em_candidates(excluded)
 
 
+def test_excluded_number_never_changes(tokenizer, embeddings):
+    kit_2024 = TextPrivacyKit.from_embeddings(tokenizer, embeddings, top_k=5, top_m=100,
+                                              exclude=(c for c in ["stopwords"]),  # any iterable
+                                              exclude_tokens=(t for t in ["2024"]))
+    with pytest.raises(TextPrivacyError, match="not a perturbable word or number"):
+        kit_2024.em_candidates("2024")
+    results = TokenPerturber(kit_2024, "em", 0.5).perturb_batch(["in 2024 from 2023 sheep"] * 50,
+                                                              np.random.default_rng(1))
+    assert all(r.text.split()[1] == "2024" and r.n_perturbable == 2 for r in results)  # 2023, sheep
+    assert any(r.text.split()[3] != "2023" for r in results)
+
+
 def test_default_kit_perturbs_numbers_and_short_words(kit):
     summary = kit.summary()
     assert summary["perturb_numbers"] and all(v == 0 for v in summary["excluded_words"].values())
@@ -289,7 +302,8 @@ def digit_split_tokenizer() -> PreTrainedTokenizerFast:
                                                      pre_tokenizers.ByteLevel(add_prefix_space=False)])
     backend.decoder = decoders.ByteLevel()
     backend.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")
 
 
@@ -341,6 +355,8 @@ def test_invalid_parameters_raise_clear_errors(kit, tokenizer, embeddings):
         TextPrivacyKit.from_embeddings(tokenizer, embeddings, exclude={"nouns"})
     with pytest.raises(TextPrivacyError, match="not one string"):
         TextPrivacyKit.from_embeddings(tokenizer, embeddings, exclude="numbers")
+    with pytest.raises(TextPrivacyError, match="exclude_tokens must hold strings"):
+        TextPrivacyKit.from_embeddings(tokenizer, embeddings, exclude_tokens=[2024])
     with pytest.raises(TextPrivacyError, match="top_k"):
         TextPrivacyKit.from_embeddings(tokenizer, embeddings, top_k=1)
     with pytest.raises(TextPrivacyError, match="top_m"):
@@ -398,7 +414,8 @@ def byte_level_tokenizer() -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+        vocab_size=400, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")
 
 
@@ -435,3 +452,12 @@ def test_chunked_neighbour_lists_match_brute_force(tokenizer, embeddings):
         expected = np.sort(sims[i])[::-1][:12]
         np.testing.assert_allclose(pool_a.neighbour_util[i], expected, atol=1e-5)
         np.testing.assert_allclose(sims[i, pool_a.neighbour_idx[i, 1:]], expected[1:], atol=1e-5)
+
+
+def test_kit_survives_pickling(kit):
+    """Workers receive the kit by pickle; the copy perturbs exactly like the original."""
+    copy = pickle.loads(pickle.dumps(kit))
+    text = "the river flows into the ocean near 42 oak trees"
+    for mechanism in ("em", "aem"):
+        original = TokenPerturber(kit, mechanism, 2.0).perturb(text, np.random.default_rng(5))
+        assert TokenPerturber(copy, mechanism, 2.0).perturb(text, np.random.default_rng(5)) == original

@@ -73,8 +73,11 @@ def test_seeded_sampling_is_reproducible_and_batch_independent(backend, prompts)
     assert first != [c.text for c in backend.generate(prompts, other_seed.rows(len(prompts)))]
 
 
-def test_topk_matches_the_models_own_logits(backend, tiny_llm_path):
-    sequences = [[5, 9, 12, 7, 30], [4, 8], [11, 3, 22, 40, 41, 42, 6]]
+@pytest.mark.parametrize("sequences", [
+    [[5, 9, 12, 7, 30], [4, 8], [11, 3, 22, 40, 41, 42, 6]],  # padded batch
+    [[5, 9, 12], [4, 8, 20]],  # equal lengths: no padding
+])
+def test_topk_matches_the_models_own_logits(backend, tiny_llm_path, sequences):
     results = backend.topk_logits(sequences, k=6)
     model = AutoModelForCausalLM.from_pretrained(tiny_llm_path, local_files_only=True).eval()
     for tokens, result in zip(sequences, results):

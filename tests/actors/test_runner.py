@@ -71,3 +71,36 @@ def test_secure_aggregation_across_worker_actors(ray_session, tmp_path):
     assert sum(row["clients_dropped"] for row in rows) > 0
     assert rows[0]["bytes/up/secagg_masked_input"] == rows[0]["clients_selected"] * (500 + 2) * 8 - \
         rows[0]["clients_dropped"] * (500 + 2) * 8
+
+
+def lora_config(tmp_path, workers, **extra):
+    raw = {"name": "det", "algorithms": ["fedavg_lora"], "rounds": 2, "seed": 11,
+           "clients": {"num": 6, "per_round": 4, "presets": {"llama-0.3m": 1, "gpt2-0.3m": 1}},
+           "task": {"test_size": 16, "public_size": 0, "train_per_client": 12},
+           "train": {"local_steps": 2, "batch_size": 4, "max_len": 64}, "eval": {"every": 2, "mode": "answer"},
+           "output_dir": str(tmp_path), "engine": {"num_workers": workers, "num_cpus_per_worker": 1}}
+    raw.update(extra)
+    return validate(raw)
+
+
+def test_same_metrics_with_one_and_two_workers(ray_session, tmp_path):
+    """Determinism: heterogeneous LoRA clients on real models, 1 worker vs 2 workers."""
+    results = []
+    for workers in (1, 2):
+        run_dir, summaries = run_experiment(lora_config(tmp_path / str(workers), workers), progress=False)
+        rows = [json.loads(l) for l in (run_dir / "fedavg_lora" / "rows.jsonl").read_text().splitlines()]
+        results.append((strip(rows), summaries[0]["workers"]))
+    (one, one_workers), (two, two_workers) = results
+    assert (one_workers, two_workers) == (1, 2)
+    assert one == two
+    assert one[-1]["accuracy"] is not None and {"test_accuracy/llama-0.3m", "test_accuracy/gpt2-0.3m"} <= set(one[-1])
+
+
+def test_dedicated_workers_one_per_client(ray_session, tmp_path):
+    config = lora_config(tmp_path, "auto", algorithms=["local"], rounds=1,
+                         clients={"num": 4, "per_round": 4, "presets": {"llama-0.3m": 1}},
+                         engine={"dedicated": True, "num_cpus_per_worker": 0.5}, eval={"every": 0})
+    run_dir, summaries = run_experiment(config, progress=False)
+    assert summaries[0]["workers"] == 4
+    assert (run_dir / "local" / "client_state").is_dir()
+    assert len(list((run_dir / "local" / "client_state").iterdir())) == 4

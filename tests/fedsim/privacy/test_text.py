@@ -83,7 +83,7 @@ def test_em_frequencies_match_closed_form(kit, tokenizer, embeddings, token, eps
     assert candidates[0] == token and len(candidates) >= 5
     if token.isdigit():
         values = np.array([float(c) for c in candidates])
-        utility = 1.0 - 2.0 * np.abs(values[:, None] - values[None, :]) / 89.0  # 2-digit domain 10..99
+        utility = -np.abs(values[:, None] - values[None, :])  # EM is scale-free: Δu scales with u
     else:
         vocab = tokenizer.get_vocab()
         rows = embeddings[[vocab[c] for c in candidates]]

@@ -6,6 +6,7 @@ from typing import Any
 
 import ray
 
+from actors.llm_client import ServeLLMClient
 from fedsim.algorithms.base import ClientOutcome
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
@@ -17,9 +18,10 @@ class ClientWorker:
     """One process of the worker pool; the coordinator sends it one call per round."""
 
     def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
-                 run_dir: str | None, committed_round: int) -> None:
+                 run_dir: str | None, committed_round: int, llm_handle: Any = None) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        self.runtime = WorkerRuntime(config, algorithm_name, data, run_dir, committed_round)
+        llm = ServeLLMClient(llm_handle) if llm_handle is not None else None
+        self.runtime = WorkerRuntime(config, algorithm_name, data, run_dir, committed_round, llm)
 
     def initial_payload(self, preset: str) -> Any:
         return self.runtime.initial_payload(preset)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from actors.client_worker import ClientWorker
 from actors.coordinator import Coordinator
+from fedsim.algorithms import make_algorithm
 from fedsim.config import ExperimentConfig, dump_config, load_config
 from fedsim.data.federated import build_federated_data
 from fedsim.engine.coordinator import CHECKPOINT_FILE
@@ -34,11 +35,13 @@ def init_ray(config: ExperimentConfig) -> None:
         ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False)
 
 
-def pool_size(config: ExperimentConfig) -> int:
-    """Workers to start: the configured number, or as many as the cluster's CPUs and GPUs hold."""
+def pool_size(config: ExperimentConfig, reserved_cpus: float = 0.0, reserved_gpus: float = 0.0) -> int:
+    """Workers to start: the configured number, or as many as the cluster's CPUs and GPUs hold
+    beside what is reserved (the LLM deployment)."""
     engine = config.engine
     resources = ray.cluster_resources()
-    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    cpus = resources.get("CPU", 0.0) - reserved_cpus
+    gpus = resources.get("GPU", 0.0) - reserved_gpus
     if engine.dedicated:
         wanted = config.clients.num
     elif engine.num_workers == "auto":
@@ -75,15 +78,35 @@ def _committed_round(algorithm_dir: Path) -> int:
         return pickle.load(handle)["completed"]
 
 
+def start_llm(config: ExperimentConfig) -> Any:
+    """Start the server-LLM deployment described by config.llm; returns its handle."""
+    from serve.app import start_llm_deployment
+    from serve.settings import ServeSettings
+
+    llm = config.llm
+    options = dict(llm.backend_options)
+    if llm.backend in ("hf", "vllm"):
+        if not llm.model:
+            raise ValueError("llm.model must name a local model directory (e.g. one made by `fedsim teacher train`)")
+        options.setdefault("model_path", llm.model)
+    settings = ServeSettings(backend=llm.backend, backend_options=options, max_batch_size=llm.max_batch_size,
+                             batch_wait_timeout_s=llm.batch_wait_timeout_s,
+                             max_ongoing_requests=max(64, llm.max_batch_size), num_cpus=llm.num_cpus,
+                             num_gpus=llm.num_gpus)
+    return start_llm_deployment(settings)
+
+
 def run_algorithm(config: ExperimentConfig, algorithm: str, data_ref: Any, run_dir: Path,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, llm_handle: Any = None) -> dict[str, Any]:
     """Run (or resume) one algorithm of the experiment; returns its summary."""
     algorithm_dir = run_dir / algorithm
     algorithm_dir.mkdir(exist_ok=True)
     committed = _committed_round(algorithm_dir)
-    size = pool_size(config)
+    reserved = (config.llm.num_cpus, config.llm.num_gpus) if llm_handle is not None else (0.0, 0.0)
+    size = pool_size(config, *reserved)
     options = {"num_cpus": config.engine.num_cpus_per_worker, "num_gpus": config.engine.num_gpus_per_worker}
-    workers = [ClientWorker.options(**options).remote(config, algorithm, data_ref, str(algorithm_dir), committed)
+    workers = [ClientWorker.options(**options).remote(config, algorithm, data_ref, str(algorithm_dir), committed,
+                                                      llm_handle)
                for _ in range(size)]
     coordinator = Coordinator.remote(config, algorithm, data_ref, workers, str(algorithm_dir), committed > 0)
     try:
@@ -111,13 +134,21 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, progre
     init_ray(config)
     run_dir = run_dir or new_run_dir(config)
     data_ref = ray.put(build_federated_data(config))
+    pending = [a for a in config.algorithms if not (run_dir / a / SUMMARY_JSON).is_file()]
+    llm_handle = start_llm(config) if any(make_algorithm(a, config).needs_llm for a in pending) else None
     summaries = []
-    for algorithm in config.algorithms:
-        summary_path = run_dir / algorithm / SUMMARY_JSON
-        if summary_path.is_file():
-            summaries.append(json.loads(summary_path.read_text()))
-            continue
-        summaries.append(run_algorithm(config, algorithm, data_ref, run_dir, progress))
+    try:
+        for algorithm in config.algorithms:
+            summary_path = run_dir / algorithm / SUMMARY_JSON
+            if summary_path.is_file():
+                summaries.append(json.loads(summary_path.read_text()))
+                continue
+            summaries.append(run_algorithm(config, algorithm, data_ref, run_dir, progress, llm_handle))
+    finally:
+        if llm_handle is not None:
+            from serve.app import stop_llm_deployment
+
+            stop_llm_deployment()
     return run_dir, summaries
 
 

@@ -178,6 +178,18 @@ class PrivacyConfig(_Section):
     central: CentralDPSettings | None = None
 
 
+class LLMSettings(_Section):
+    """The server LLM, served by Ray Serve (serve/), for algorithms that query it."""
+
+    model: str | None = Field(None, description="local Hugging Face directory (hf/vllm backends)")
+    backend: Literal["hf", "vllm", "openai"] = "hf"
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="extra backend options")
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.02, ge=0)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
 class EngineConfig(_Section):
     """The Ray worker pool."""
 
@@ -211,6 +223,7 @@ class ExperimentConfig(_Section):
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     secagg: SecAggSettings = Field(default_factory=SecAggSettings)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     output_dir: str = "runs"
 

@@ -2,12 +2,10 @@
 stats, and an OpenAI-compatible POST /v1/completions route.
 
 Each caller request carries many items (prompts or token sequences); @serve.batch merges
-concurrent requests into batches. All backend work, adapter replacements included, runs on
-one worker thread, one backend call at a time: a call sees either the old or the new
-adapter, never both. Batches that formed while the worker was busy are merged into one
-backend call (up to max_batch_size requests), so closed-loop callers are not split into
-half-size batches that alternate. A request that fails inside a merged call is retried
-alone, so one caller's bad input cannot fail the others.
+concurrent requests into one backend call. All backend work, adapter replacements
+included, runs on one worker thread, one batch at a time: a batch sees either the old or
+the new adapter, never both. A request that fails inside a merged batch is retried alone,
+so one caller's bad input cannot fail the others.
 """
 # No `from __future__ import annotations` here: FastAPI reads the route's body type at runtime.
 import asyncio
@@ -82,8 +80,6 @@ class LLMServer:
                                               settings.backend_options).result()
         self._tokenizer_info = self._executor.submit(self._backend.tokenizer_info).result()
         self._stats = {"generate": MethodStats(), "topk_logits": MethodStats()}
-        self._pending: dict[str, list[tuple[list[Any], asyncio.Future]]] = {"generate": [], "topk_logits": []}
-        self._worker_lock = asyncio.Lock()
         self._adapter_version = 0
         for batched in (self._generate_batch, self._topk_batch):
             batched.set_max_batch_size(settings.max_batch_size)
@@ -92,32 +88,11 @@ class LLMServer:
     async def _on_worker(self, function: Callable[..., ResultT], *args: Any) -> ResultT:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    async def _run_merged(self, method: str, requests: list[RequestT],
-                          run: Callable[[list[RequestT]], list[ResultT]]) -> list[ResultT | Exception]:
-        """Run one @serve.batch batch, merged with batches queued behind the busy worker."""
-        done = asyncio.get_running_loop().create_future()
-        self._pending[method].append((requests, done))
-        async with self._worker_lock:
-            if not done.done():  # else an earlier holder of the lock already ran it
-                await self._run_pending(method, run)
-        return await done
-
-    async def _run_pending(self, method: str, run: Callable[[list[Any]], list[Any]]) -> None:
-        """One backend call over the oldest pending batches, at most max_batch_size requests."""
-        pending, taken, n_requests = self._pending[method], [], 0
-        while pending and (not taken or n_requests + len(pending[0][0]) <= self._settings.max_batch_size):
-            taken.append(pending.pop(0))
-            n_requests += len(taken[-1][0])
-        merged = [request for requests, _ in taken for request in requests]
-        self._stats[method].record_batch(len(merged), sum(len(request[0]) for request in merged))
-        try:
-            outcomes = await self._on_worker(_run_isolated, run, merged)
-            for (requests, done), part in zip(taken, _split(outcomes, [len(r) for r, _ in taken])):
-                done.set_result(part)
-        finally:
-            for _, done in taken:
-                if not done.done():
-                    done.cancel()
+    async def _run_batch(self, method: str, requests: list[RequestT],
+                         run: Callable[[list[RequestT]], list[ResultT]]) -> list[ResultT | Exception]:
+        """Record the batch, then run it on the worker thread (one outcome per request)."""
+        self._stats[method].record_batch(len(requests), sum(len(request[0]) for request in requests))
+        return await self._on_worker(_run_isolated, run, requests)
 
     async def _timed(self, method: str, outcome: Awaitable[ResultT | Exception]) -> ResultT:
         start = time.perf_counter()
@@ -147,7 +122,7 @@ class LLMServer:
     @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _generate_batch(self, prompts: list[list[str]], row_params: list[list[GenerationParams]]
                               ) -> list[list[Completion] | Exception]:
-        return await self._run_merged("generate", list(zip(prompts, row_params)), self._generate_requests)
+        return await self._run_batch("generate", list(zip(prompts, row_params)), self._generate_requests)
 
     def _generate_requests(self, requests: list[tuple[list[str], list[GenerationParams]]]) -> list[list[Completion]]:
         """One backend generate over the prompts of several requests (worker thread)."""
@@ -177,7 +152,7 @@ class LLMServer:
     @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _topk_batch(self, sequences: list[list[list[int]]], ks: list[int]
                           ) -> list[list[TopKResult] | Exception]:
-        return await self._run_merged("topk_logits", list(zip(sequences, ks)), self._topk_requests)
+        return await self._run_batch("topk_logits", list(zip(sequences, ks)), self._topk_requests)
 
     def _topk_requests(self, requests: list[tuple[list[list[int]], int]]) -> list[list[TopKResult]]:
         """One backend top-k call per distinct k over several requests (worker thread)."""

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 from ray.serve.handle import DeploymentHandle  # noqa: E402
 
+from serve.backends.hf import HFBackend  # noqa: E402
 from serve.app import replica_stats, start_llm_deployment, stop_llm_deployment  # noqa: E402
 from serve.params import GenerationParams  # noqa: E402
 from serve.settings import ServeSettings  # noqa: E402
@@ -101,13 +102,44 @@ def bench_mode(name: str, settings: ServeSettings, workloads, args) -> list[dict
     return rows
 
 
+def compute_ceilings(model_path: Path, workloads, args) -> dict[str, dict]:
+    """Backend-only times (this process, no Serve): one request alone (mean over the
+    requests of a full batch) and all of them in one call. Their ratio bounds what batching
+    can gain from compute alone.
+    """
+    backend = HFBackend({"model_path": str(model_path), "cpu_threads": 1})
+    requests = [requests[1] for requests in workloads][:args.max_batch_size]
+    params = GenerationParams(max_new_tokens=args.max_new_tokens)
+    calls = {
+        "generate": lambda reqs: backend.generate([p for prompts, _ in reqs for p in prompts],
+                                                  params.rows(len(reqs) * args.items_per_request)),
+        "topk_logits": lambda reqs: backend.topk_logits([s for _, seqs in reqs for s in seqs], args.k),
+    }
+    def median_ms(function, repeats: int = 3) -> float:
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            function()
+            samples.append(1000 * (time.perf_counter() - start))
+        return float(np.median(samples))
+
+    ceilings = {}
+    for method, call in calls.items():
+        call(requests)  # warm-up
+        one = float(np.mean([median_ms(lambda: call([request])) for request in requests]))
+        full = median_ms(lambda: call(requests))
+        ceilings[method] = {"one_request_ms": one, "full_batch_ms": full,
+                            "ceiling_speedup": len(requests) * one / full}
+    return ceilings
+
+
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'method':<12} {'mode':<10} {'mbs':>4} {'req/s':>8} {'items/s':>8} {'p50 ms':>8} "
+    header = (f"{'method':<12} {'mode':<11} {'mbs':>4} {'req/s':>8} {'items/s':>8} {'p50 ms':>8} "
               f"{'p95 ms':>8} {'batch req':>9} {'batch items':>11} {'speedup':>8}")
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['method']:<12} {row['mode']:<10} {row['max_batch_size']:>4} {row['requests_per_s']:>8.1f} "
+        print(f"{row['method']:<12} {row['mode']:<11} {row['max_batch_size']:>4} {row['requests_per_s']:>8.1f} "
               f"{row['items_per_s']:>8.1f} {row['latency_p50_ms']:>8.1f} {row['latency_p95_ms']:>8.1f} "
               f"{row['mean_batch_requests']:>9.2f} {row['mean_batch_items']:>11.1f} "
               f"{row.get('speedup', 1.0):>7.2f}x")
@@ -123,7 +155,8 @@ def main() -> None:
     parser.add_argument("--sequence-length", type=int, default=32)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--batch-wait-timeout-s", type=float, default=0.02)
+    parser.add_argument("--batch-wait-timeout-s", type=float, nargs="+", default=[0.02],
+                        help="one batched run per value")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -131,19 +164,18 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fedsim-bench-llm-") as folder:
         model_path = build_tiny_llm(folder)
+        vocab_size = json.loads((model_path / "config.json").read_text())["vocab_size"]
+        workloads = caller_workloads(args, vocab_size)
+        ceilings = compute_ceilings(model_path, workloads, args)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
         try:
             options = {"model_path": str(model_path), "cpu_threads": 1}
-            modes = {
-                "batched": ServeSettings(backend_options=options, max_batch_size=args.max_batch_size,
-                                         batch_wait_timeout_s=args.batch_wait_timeout_s,
-                                         max_ongoing_requests=max(64, args.callers)),
-                "unbatched": ServeSettings(backend_options=options, max_batch_size=1, batch_wait_timeout_s=0.0,
-                                           max_ongoing_requests=max(64, args.callers)),
-            }
-            vocab_size = json.loads((model_path / "config.json").read_text())["vocab_size"]
-            workloads = caller_workloads(args, vocab_size)
+            common = {"backend_options": options, "max_ongoing_requests": max(64, args.callers)}
+            modes = {f"batch-{round(wait * 1000)}ms": ServeSettings(**common, max_batch_size=args.max_batch_size,
+                                                                      batch_wait_timeout_s=wait)
+                     for wait in args.batch_wait_timeout_s}
+            modes["unbatched"] = ServeSettings(**common, max_batch_size=1, batch_wait_timeout_s=0.0)
             rows = [row for name, settings in modes.items() for row in bench_mode(name, settings, workloads, args)]
         finally:
             ray.shutdown()
@@ -151,10 +183,14 @@ def main() -> None:
     for row in rows:
         row["speedup"] = row["requests_per_s"] / unbatched[row["method"]]
     print_table(rows)
+    for method, ceiling in ceilings.items():
+        print(f"backend only, {method}: one request {ceiling['one_request_ms']:.1f} ms, "
+              f"{args.max_batch_size} requests in one call {ceiling['full_batch_ms']:.1f} ms "
+              f"-> compute-bound ceiling {ceiling['ceiling_speedup']:.2f}x")
     report = {"benchmark": "serve", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-              "rows": rows}
+              "rows": rows, "backend_only": ceilings}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

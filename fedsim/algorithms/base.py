@@ -6,13 +6,30 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from fedsim.algorithms.fedavg import Arrays, apply_update, mean_of, weighted_sum
 from fedsim.comm import Message
 from fedsim.config import ExperimentConfig
 
 POOLED_CLIENT = -2  # the client id of the pooled data set (centralized training)
+
+
+class LLMClient(Protocol):
+    """How a client reaches the server LLM: one call carries all of its prompts."""
+
+    def generate(self, prompts: list[str], params: dict[str, Any]) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class PlannedRelease:
+    """A private release a client will make in a round, known before it runs (checked against budget)."""
+
+    mechanism: str
+    release: Any              # a dp-accounting DpEvent or fedsim.privacy.accounting.PureEpsEntry
+    adjacency: Any            # dp_accounting NeighboringRelation
+    status: str = "proven"
+    params: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -30,6 +47,7 @@ class ClientContext:
     model: Any = None         # the worker's peft model for this client's architecture
     tokenizer: Any = None
     dp_noise_multiplier: float | None = None  # DP-SGD noise for this client (None: no DP-SGD)
+    llm: LLMClient | None = None  # the server LLM (algorithms with needs_llm)
 
 
 @dataclass
@@ -54,9 +72,14 @@ class Algorithm(ABC):
     keeps_client_state: bool = False  # True when clients carry state across rounds
     pooled: bool = False            # True when one pooled client replaces the cohort (centralized)
     summed_kind: str | None = None  # message kind summed across clients (secure aggregation applies)
+    needs_llm: bool = False         # True when clients query the server LLM deployment
 
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
+
+    def planned_release(self, client: int, round_index: int) -> PlannedRelease | None:
+        """The private release client `client` would make this round (None: nothing private)."""
+        return None
 
     def download_kind(self) -> str | None:
         """Kind of the message every sampled client receives (None: nothing is sent)."""

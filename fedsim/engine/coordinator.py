@@ -98,7 +98,7 @@ class RoundEngine:
         self.eval_clients = self._pick_eval_clients()
         secure = config.secagg.mode != "off" and self.algorithm.summed_kind is not None
         self.secagg = secagg_config(config.secagg) if secure else None
-        self.privacy = PrivacyGate(config, data.sizes)
+        self.privacy = PrivacyGate(config, data.sizes, self.algorithm)
         presets = sorted(set(self.profiles.presets)) if not self.algorithm.pooled else [self.profiles.presets[0]]
         self.globals: dict[str, Any] = {preset: executor.initial_payload(preset) for preset in presets}
 

@@ -14,6 +14,7 @@ import numpy as np
 from dp_accounting.dp_event import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent
 from dp_accounting.privacy_accountant import NeighboringRelation
 
+from fedsim.algorithms.base import Algorithm, PlannedRelease
 from fedsim.config import ExperimentConfig
 from fedsim.privacy.accounting import calibrate_noise_multiplier
 from fedsim.privacy.central import central_dp_average, central_dp_event
@@ -30,9 +31,11 @@ class PrivacyConfigError(ValueError):
 class PrivacyGate:
     """Budgets, mechanism parameters and the ledger of one algorithm's run."""
 
-    def __init__(self, config: ExperimentConfig, client_sizes: np.ndarray) -> None:
+    def __init__(self, config: ExperimentConfig, client_sizes: np.ndarray, algorithm: Algorithm) -> None:
         privacy = config.privacy
-        if privacy.dp_sgd is None and privacy.central is None and math.isfinite(privacy.budget_eps):
+        self.algorithm = algorithm
+        self.releases_text = type(algorithm).planned_release is not Algorithm.planned_release
+        if not self.active_for(config) and math.isfinite(privacy.budget_eps):
             raise PrivacyConfigError("privacy.budget_eps is finite but no DP mechanism is configured "
                                      "(privacy.dp_sgd or privacy.central): every release would be non-private")
         self.config = config
@@ -47,9 +50,12 @@ class PrivacyGate:
                 calibrate_noise_multiplier(central.target_eps, privacy.budget_delta, config.sample_rate(),
                                            config.rounds)
 
+    def active_for(self, config: ExperimentConfig) -> bool:
+        return config.privacy.dp_sgd is not None or config.privacy.central is not None or self.releases_text
+
     @property
     def active(self) -> bool:
-        return self.config.privacy.dp_sgd is not None or self.config.privacy.central is not None
+        return self.active_for(self.config)
 
     # ----- DP-SGD on client records --------------------------------------------------------------
     def dp_sgd_rate(self, client: int) -> float:
@@ -70,19 +76,33 @@ class PrivacyGate:
                 settings.target_eps, self.config.privacy.budget_delta, rate, planned_steps)
         return self._sigma_by_rate[rate]
 
-    def admit_clients(self, round_index: int, clients: list[int]) -> tuple[list[int], list[int]]:
-        """Record each client's DP-SGD release for this round; refuse those over budget."""
-        if self.config.privacy.dp_sgd is None:
-            return clients, []
-        admitted, refused = [], []
-        for client in clients:
+    def _planned(self, client: int, round_index: int) -> list[PlannedRelease]:
+        """Every private release the client will make this round."""
+        planned = []
+        if self.config.privacy.dp_sgd is not None:
             sigma, rate = self.dp_sgd_sigma(client), self.dp_sgd_rate(client)
             event = SelfComposedDpEvent(PoissonSampledDpEvent(rate, GaussianDpEvent(sigma)),
                                         self.config.train.local_steps)
-            decision = self.ledger.record(client_unit(client), round_index, "dp_sgd", event, adjacency=ADD_REMOVE,
-                                          params={"noise_multiplier": sigma, "sample_rate": rate,
-                                                  "steps": self.config.train.local_steps})
-            (admitted if decision.accepted else refused).append(client)
+            planned.append(PlannedRelease("dp_sgd", event, ADD_REMOVE, "proven",
+                                          {"noise_multiplier": sigma, "sample_rate": rate,
+                                           "steps": self.config.train.local_steps}))
+        algorithm_release = self.algorithm.planned_release(client, round_index)
+        if algorithm_release is not None:
+            planned.append(algorithm_release)
+        return planned
+
+    def admit_clients(self, round_index: int, clients: list[int]) -> tuple[list[int], list[int]]:
+        """Record each client's planned releases for this round; refuse (and skip) a client over budget.
+
+        Releases are recorded in order; when a later one is refused the earlier ones stay recorded,
+        which over-counts and so errs on the safe side.
+        """
+        admitted, refused = [], []
+        for client in clients:
+            accepted = all(self.ledger.record(client_unit(client), round_index, p.mechanism, p.release,
+                                              adjacency=p.adjacency, status=p.status, params=p.params).accepted
+                           for p in self._planned(client, round_index))
+            (admitted if accepted else refused).append(client)
         return admitted, refused
 
     # ----- central DP on the aggregate -----------------------------------------------------------

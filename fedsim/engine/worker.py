@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from fedsim.algorithms import make_algorithm
-from fedsim.algorithms.base import POOLED_CLIENT, ClientContext, ClientOutcome
+from fedsim.algorithms.base import POOLED_CLIENT, ClientContext, ClientOutcome, LLMClient
 from fedsim.comm import Message
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
@@ -78,9 +78,10 @@ class WorkerRuntime:
     """Runs client steps and evaluations for the clients assigned to one worker."""
 
     def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
-                 run_dir: str | None, committed_round: int = 0) -> None:
+                 run_dir: str | None, committed_round: int = 0, llm: LLMClient | None = None) -> None:
         torch.set_num_threads(1)
         self.config = config
+        self.llm = llm
         self.algorithm = make_algorithm(algorithm_name, config)
         self.data = data
         state_dir = Path(run_dir) / "client_state" if run_dir and self.algorithm.keeps_client_state else None
@@ -137,7 +138,7 @@ class WorkerRuntime:
             state = self.store.get(task.client) if self.algorithm.keeps_client_state else {}
             ctx = ClientContext(task.client, task.round_index, self.config, task.preset, examples, task.download,
                                 state, globals_by_preset.get(task.preset), model, tokenizer,
-                                task.dp_noise_multiplier)
+                                task.dp_noise_multiplier, self.llm)
             outcome = self.algorithm.client_step(ctx)
             if outcome.state_changed:
                 self.store.put(task.client, task.round_index, state)

@@ -1,22 +1,27 @@
-"""Privacy accounting math: events in canonical form, PLD and RDP epsilons, noise calibration.
+"""Privacy accounting math: releases in canonical form, PLD and RDP epsilons, noise calibration.
 
 A unit's releases are kept as a `Composition`: a hashable multiset of leaf dp-accounting events
-and pure-epsilon entries. Composition is commutative, so this canonical form is all that an
-accountant needs; it also lets identical histories (many clients with the same settings) share
-one memoised computation instead of recomposing every unit from scratch.
+(Composed/SelfComposed flattened into counts) and pure-epsilon entries. Composition is
+commutative, so this is all an accountant needs. Epsilons are memoised per composition, so
+units with identical histories (many clients with the same settings) share one computation, and
+nothing is recomposed from the whole history on a repeated query. No per-unit PLD is kept (a
+dense PLD takes 0.1 to several MB); PLDs live in one byte-bounded cache.
 
-- PLD (headline): dp-accounting's `PLDAccountant` composes the events; pure-epsilon entries are
-  the worst-case PLD of (eps, 0)-DP from `from_privacy_parameters`, composed onto it.
-- RDP (cross-check): dp-accounting's `RdpAccountant` curves of the events; pure-epsilon entries
+- PLD (headline): each leaf's single-application PLD comes from dp-accounting's PLDAccountant
+  and is self-composed `count` times (as PLDAccountant does for sampled mechanisms); pure-epsilon
+  entries are the worst-case PLD of (eps, 0)-DP from `from_privacy_parameters`, composed onto it.
+- RDP (cross-check): dp-accounting's RdpAccountant curves of the events; pure-epsilon entries
   add alpha * rho at every order (eps-bounded-range gives eps^2/8-zCDP per use, pure eps-DP
-  gives eps^2/2), converted with eps = min_alpha [RDP(alpha) + ln(1/delta) / (alpha - 1)].
-  With no such term, dp-accounting's own (tighter) conversion is used.
+  gives eps^2/2), converted with eps = min_alpha [RDP(alpha) + ln(1/delta) / (alpha - 1)]
+  (in closed form, rho + 2 sqrt(rho ln(1/delta)), when there are no events). With no such
+  term, dp-accounting's own (tighter) conversion is used.
 """
 from __future__ import annotations
 
 import functools
 import json
 import math
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -135,7 +140,8 @@ def _json_to_value(value):
 
 
 def _event_key(event: DpEvent) -> str:
-    return json.dumps(event_to_dict(event), sort_keys=True)
+    """Canonical JSON of an event, interned: many compositions hold the same few keys."""
+    return sys.intern(json.dumps(event_to_dict(event), sort_keys=True))
 
 
 def _leaf_counts(event: DpEvent, count: int) -> Iterator[tuple[DpEvent, int]]:
@@ -335,6 +341,10 @@ def zcdp_epsilon(rho: float, delta: float) -> float:
 def poisson_gaussian_event(noise_multiplier: float, sample_rate: float, steps: int) -> DpEvent:
     """`steps` applications of a Poisson-subsampled Gaussian mechanism."""
     return SelfComposedDpEvent(PoissonSampledDpEvent(sample_rate, GaussianDpEvent(noise_multiplier)), steps)
+
+
+_MIN_NOISE_MULTIPLIER = 0.02
+_MAX_NOISE_MULTIPLIER = 2.0 ** 20
 
 
 @functools.lru_cache(maxsize=256)

@@ -83,6 +83,12 @@ class DPSGDSettings:
             return self.noise_multiplier
         return calibrate_noise_multiplier(self.target_eps, self.delta, sample_rate, steps)
 
+    def planned_event(self, num_examples: int, steps: int) -> DpEvent:
+        """The event `train_dp_sgd` will return for these data and steps: check it against the
+        ledger's budget before training."""
+        sample_rate = self.resolve_sample_rate(num_examples)
+        return poisson_gaussian_event(self.resolve_noise_multiplier(sample_rate, steps), sample_rate, steps)
+
 
 @dataclass(frozen=True)
 class DPSGDStepStats:
@@ -142,12 +148,12 @@ def train_dp_sgd(model: torch.nn.Module, encoded: dict[str, torch.Tensor], steps
     noise_multiplier = settings.resolve_noise_multiplier(sample_rate, steps)
     data = {k: encoded[k].to(device) for k in ENCODED_KEYS}
 
-    was_training = model.training
-    model.train()
-    grad_sample_model = GradSampleModule(model, batch_first=True, loss_reduction="sum")
     stats = []
     rng_devices = [device] if device.type == "cuda" else []
+    was_training = model.training
+    grad_sample_model = GradSampleModule(model, batch_first=True, loss_reduction="sum")
     try:
+        model.train()
         dp_optimizer = DPOptimizer(_OPTIMIZERS[optimizer](params, lr=lr), noise_multiplier=noise_multiplier,
                                    max_grad_norm=settings.max_grad_norm,
                                    expected_batch_size=sample_rate * num_examples,

@@ -39,14 +39,14 @@ def record_all(ledger: PrivacyLedger, unit: str, releases, adjacency=ADD_REMOVE)
 def test_gaussian_matches_pld_accountant():
     ledger = PrivacyLedger()
     record_all(ledger, "client/0", [dpa.GaussianDpEvent(1.5)])
-    assert ledger.epsilon("client/0").pld == pytest.approx(direct_pld_eps(dpa.GaussianDpEvent(1.5)), rel=1e-9)
+    assert ledger.epsilon("client/0").pld == pytest.approx(direct_pld_eps(dpa.GaussianDpEvent(1.5)), rel=1e-6)
 
 
 def test_poisson_sampled_gaussian_over_rounds_matches_one_self_composed_event():
     ledger = PrivacyLedger()
     record_all(ledger, "client/0", [poisson_gaussian(0.05, 1.1, 10)] * 3)
     expected = direct_pld_eps(poisson_gaussian(0.05, 1.1, 30))
-    assert ledger.epsilon("client/0").pld == pytest.approx(expected, rel=1e-9)
+    assert ledger.epsilon("client/0").pld == pytest.approx(expected, rel=1e-6)
     # the same steps composed one event at a time differ only by discretisation
     sequential = PLDAccountant(ADD_REMOVE, VDI)
     for _ in range(3):
@@ -58,7 +58,7 @@ def test_laplace_matches_pld_accountant():
     ledger = PrivacyLedger()
     record_all(ledger, "client/0", [dpa.LaplaceDpEvent(2.0), dpa.LaplaceDpEvent(2.0)])
     expected = direct_pld_eps(dpa.SelfComposedDpEvent(dpa.LaplaceDpEvent(2.0), 2))
-    assert ledger.epsilon("client/0").pld == pytest.approx(expected, rel=1e-9)
+    assert ledger.epsilon("client/0").pld == pytest.approx(expected, rel=1e-6)
 
 
 def test_composed_event_matches_pld_accountant():
@@ -120,14 +120,14 @@ def test_rdp_cross_check_matches_rdp_accountant():
     ledger = PrivacyLedger()
     record_all(ledger, "client/0", events)
     direct = RdpAccountant(accounting.RDP_ORDERS).compose(dpa.ComposedDpEvent(events)).get_epsilon(DELTA)
-    assert ledger.epsilon("client/0").rdp == pytest.approx(direct, rel=1e-9)
+    assert ledger.epsilon("client/0").rdp == pytest.approx(direct, rel=1e-6)
 
 
 def test_replace_one_events_use_pld_and_report_no_rdp():
     ledger = PrivacyLedger()
     record_all(ledger, "client/0", [dpa.GaussianDpEvent(2.0)], adjacency=REPLACE)
     report = ledger.epsilon("client/0")
-    assert report.pld == pytest.approx(direct_pld_eps(dpa.GaussianDpEvent(2.0), REPLACE), rel=1e-9)
+    assert report.pld == pytest.approx(direct_pld_eps(dpa.GaussianDpEvent(2.0), REPLACE), rel=1e-6)
     assert report.pld > direct_pld_eps(dpa.GaussianDpEvent(2.0))  # twice the sensitivity
     assert report.rdp is None and report.epsilon == report.pld
 

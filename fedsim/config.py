@@ -109,7 +109,8 @@ class EvalConfig(_Section):
     """How accuracy is measured."""
 
     every: int = Field(1, ge=0, description="evaluate every N rounds and after the last; 0 = never")
-    mode: Literal["answer", "rationale"] = "rationale"
+    mode: Literal["answer", "rationale", "both"] = Field(
+        "rationale", description="answer: answer directly; rationale: steps first; both: report each")
     max_clients: int = Field(20, ge=1, description="clients whose own model is evaluated (local)")
     batch_size: int = Field(64, ge=1)
 
@@ -190,6 +191,20 @@ class LLMSettings(_Section):
     num_gpus: float = Field(0.0, ge=0)
 
 
+class FedCoTSettings(_Section):
+    """FedCoT: clients perturb their prompts, the server LLM returns rationales, the SLM learns both."""
+
+    mechanism: Literal["none", "em", "aem"] = "em"
+    eps_per_token: float = Field(math.inf, gt=0, description="per-token epsilon; inf = no perturbation")
+    aem_lap_fraction: float = Field(0.5, gt=0, lt=1, description="share of eps spent on AEM's Laplace step")
+    top_k: int = Field(20, ge=2, description="EM candidate group size")
+    exclude: list[str] = Field(default_factory=list, description="token classes left unperturbed")
+    alpha: float = Field(0.5, ge=0, le=1, description="L = alpha*CE(rationale) + (1-alpha)*CE(answer)")
+    recover: bool = Field(False, description="recover rationales locally against the original question")
+    max_new_tokens: int = Field(48, ge=1)
+    max_prompt_tokens: int = Field(64, ge=1, description="prompts are cut to this; bounds the tokens perturbed")
+
+
 class EngineConfig(_Section):
     """The Ray worker pool."""
 
@@ -224,6 +239,7 @@ class ExperimentConfig(_Section):
     secagg: SecAggSettings = Field(default_factory=SecAggSettings)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    fedcot: FedCoTSettings = Field(default_factory=FedCoTSettings)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     output_dir: str = "runs"
 

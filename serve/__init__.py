@@ -1,0 +1,9 @@
+"""The server LLM on Ray Serve.
+
+serve.params      GenerationParams, Completion, TopKResult, TokenizerInfo (no Ray, no torch)
+serve.settings    ServeSettings: batching, sizing and backend of the deployment (no Ray)
+serve.backends    LLMBackend and its backends: hf (default), vllm (optional), openai (HTTP)
+serve.deployment  LLMServer: batched generate / topk_logits, set_adapter, stats, /v1/completions
+serve.app         start_llm_deployment, stop_llm_deployment, publish_adapter, replica_stats
+serve.tiny        a tiny random causal LM saved to disk, for tests and benchmarks
+"""

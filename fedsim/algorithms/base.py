@@ -77,8 +77,12 @@ class Algorithm(ABC):
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
 
-    def planned_release(self, client: int, round_index: int) -> PlannedRelease | None:
-        """The private release client `client` would make this round (None: nothing private)."""
+    def planned_release(self, client: int, round_index: int, released: set[str]) -> PlannedRelease | None:
+        """The private release `client` would make this round (None: nothing private).
+
+        `released` holds the mechanisms already recorded in the client's ledger (e.g. a one-shot
+        release made in an earlier round).
+        """
         return None
 
     def download_kind(self) -> str | None:

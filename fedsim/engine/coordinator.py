@@ -292,43 +292,54 @@ class RoundEngine:
         every = self.config.eval.every
         return self.algorithm.needs_model and every > 0 and (self.completed % every == 0 or self.done)
 
-    def evaluate(self) -> tuple[float, dict[str, float]]:
-        """Mean client accuracy over the evaluation clients, and each global model's test accuracy."""
+    def evaluate(self) -> dict[str, float]:
+        """Mean client accuracy over the evaluation clients (per decoding mode when eval.mode is
+        'both'; the headline 'accuracy' is then answer-only decoding), and each global model's
+        test accuracy."""
         mixtures = {c: dict(zip(self.data.domains, self.data.domain_weights[c].tolist()))
                     for c in self.eval_clients}
+        modes = ["answer", "rationale"] if self.config.eval.mode == "both" else [self.config.eval.mode]
+        fields: dict[str, float] = {}
         if self.algorithm.keeps_client_state:
             per_worker: dict[int, list[tuple[int, str]]] = {}
             for client in self.eval_clients:
                 worker = self.worker_of.get(client, client % self.executor.num_workers)
                 per_worker.setdefault(worker, []).append((client, self.profiles.preset_of(client)))
             counts = self.executor.evaluate_clients(per_worker, self.globals)
-            accuracies = [client_accuracy(counts[c], mixtures[c]) for c in self.eval_clients]
-            return float(np.mean(accuracies)), {}
-        test_size = len(self.data.test)
-        workers = self.executor.num_workers
-        bounds = np.linspace(0, test_size, workers + 1).astype(int)
-        jobs = {w: [(p, g, (int(bounds[w]), int(bounds[w + 1]))) for p, g in sorted(self.globals.items())]
-                for w in range(workers) if bounds[w + 1] > bounds[w]}
-        results = self.executor.evaluate(jobs)
-        preset_names = sorted(self.globals)
-        per_preset = {p: merge_counts([results[w][i] for w in results]) for i, p in enumerate(preset_names)}
-        test_accuracy = {p: sum(c for c, _ in v.values()) / max(1, sum(t for _, t in v.values()))
-                         for p, v in per_preset.items()}
-        if self.algorithm.pooled:
-            return test_accuracy[preset_names[0]], test_accuracy
-        accuracies = [client_accuracy(per_preset[self.profiles.preset_of(c)], mixtures[c])
-                      for c in self.eval_clients]
-        return float(np.mean(accuracies)), test_accuracy
+            for mode in modes:
+                fields[f"accuracy/{mode}"] = float(np.mean([client_accuracy(counts[c][mode], mixtures[c])
+                                                            for c in self.eval_clients]))
+        else:
+            workers = self.executor.num_workers
+            bounds = np.linspace(0, len(self.data.test), workers + 1).astype(int)
+            preset_names = sorted(self.globals)
+            jobs = {w: [(p, self.globals[p], (int(bounds[w]), int(bounds[w + 1]))) for p in preset_names]
+                    for w in range(workers) if bounds[w + 1] > bounds[w]}
+            results = self.executor.evaluate(jobs)
+            for mode in modes:
+                per_preset = {p: merge_counts([results[w][i][mode] for w in results])
+                              for i, p in enumerate(preset_names)}
+                for preset, counts in per_preset.items():
+                    correct, total = sum(c for c, _ in counts.values()), sum(t for _, t in counts.values())
+                    fields[f"test_accuracy/{preset}/{mode}"] = correct / max(1, total)
+                if self.algorithm.pooled:
+                    fields[f"accuracy/{mode}"] = fields[f"test_accuracy/{preset_names[0]}/{mode}"]
+                else:
+                    fields[f"accuracy/{mode}"] = float(np.mean([
+                        client_accuracy(per_preset[self.profiles.preset_of(c)], mixtures[c])
+                        for c in self.eval_clients]))
+        fields["accuracy"] = fields[f"accuracy/{modes[0]}"]
+        return fields
 
     def _row(self, round_index: int, started: float, sim_round_s: float, sampled: list[int],
              selected: list[int], stragglers: list[int], late: list[int],
              outcomes: list[ClientOutcome]) -> dict[str, Any]:
         losses = [o.metrics["loss"] for o in outcomes if "loss" in o.metrics]
-        accuracy, test_accuracy = self.evaluate() if self._should_evaluate() else (None, {})
+        evaluated = self.evaluate() if self._should_evaluate() else {}
         row: dict[str, Any] = {
             "round": round_index + 1,
             "algorithm": self.algorithm.name,
-            "accuracy": accuracy,
+            "accuracy": evaluated.pop("accuracy", None),
             "loss": float(np.mean(losses)) if losses else None,
             "clients_sampled": len(sampled) if not self.algorithm.pooled else 0,
             "clients_selected": len(selected) if not self.algorithm.pooled else 0,
@@ -343,6 +354,6 @@ class RoundEngine:
             "sim_time_s": self.clock.now_s,
         }
         row.update({f"bytes/{key}": value for key, value in self.bytes.round_bytes(round_index).items()})
-        row.update({f"test_accuracy/{preset}": value for preset, value in test_accuracy.items()})
+        row.update(evaluated)
         row["wall_s"] = time.perf_counter() - started
         return row

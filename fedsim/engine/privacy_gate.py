@@ -86,7 +86,8 @@ class PrivacyGate:
             planned.append(PlannedRelease("dp_sgd", event, ADD_REMOVE, "proven",
                                           {"noise_multiplier": sigma, "sample_rate": rate,
                                            "steps": self.config.train.local_steps}))
-        algorithm_release = self.algorithm.planned_release(client, round_index)
+        released = {entry.mechanism for entry in self.ledger.entries(client_unit(client))}
+        algorithm_release = self.algorithm.planned_release(client, round_index, released)
         if algorithm_release is not None:
             planned.append(algorithm_release)
         return planned

@@ -168,19 +168,22 @@ class WorkerRuntime:
         """One secure-aggregation stage for this worker's clients."""
         return self.secure_side.stage(stage, inbox)
 
-    def evaluate(self, preset: str, adapter: Any, shard: tuple[int, int]) -> dict[str, list[int]]:
-        """Correct and total counts per domain of one adapter on a slice of the test set."""
+    def evaluate(self, preset: str, adapter: Any, shard: tuple[int, int]) -> dict[str, dict[str, list[int]]]:
+        """Per decoding mode, correct and total counts per domain of one adapter on a slice of the test set."""
         from fedsim.models.lora import set_adapter
         from fedsim.train.evaluate import exact_match
 
         model, tokenizer = self._model(preset)
         set_adapter(model, adapter)
-        counts: dict[str, list[int]] = {}
+        modes = ["answer", "rationale"] if self.config.eval.mode == "both" else [self.config.eval.mode]
+        counts: dict[str, dict[str, list[int]]] = {}
         examples = self.data.test[shard[0]:shard[1]]
-        for domain in sorted({example.domain for example in examples}):
-            subset = [example for example in examples if example.domain == domain]
-            accuracy = exact_match(model, tokenizer, subset, self.config.eval.mode, self.config.eval.batch_size)
-            counts[domain] = [round(accuracy * len(subset)), len(subset)]
+        for mode in modes:
+            counts[mode] = {}
+            for domain in sorted({example.domain for example in examples}):
+                subset = [example for example in examples if example.domain == domain]
+                accuracy = exact_match(model, tokenizer, subset, mode, self.config.eval.batch_size)
+                counts[mode][domain] = [round(accuracy * len(subset)), len(subset)]
         return counts
 
     def evaluate_clients(self, clients: list[tuple[int, str]], globals_by_preset: dict[str, Any]) -> dict[int, dict]:

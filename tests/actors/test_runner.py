@@ -93,7 +93,7 @@ def test_same_metrics_with_one_and_two_workers(ray_session, tmp_path):
     (one, one_workers), (two, two_workers) = results
     assert (one_workers, two_workers) == (1, 2)
     assert one == two
-    assert one[-1]["accuracy"] is not None and {"test_accuracy/llama-0.3m", "test_accuracy/gpt2-0.3m"} <= set(one[-1])
+    assert one[-1]["accuracy"] is not None and {"test_accuracy/llama-0.3m/answer", "test_accuracy/gpt2-0.3m/answer"} <= set(one[-1])
 
 
 def test_dedicated_workers_one_per_client(ray_session, tmp_path):

@@ -13,3 +13,13 @@ def test_missing_vllm_names_the_extra_and_the_gpu(tiny_llm_path):
         create_backend("vllm", {"model_path": str(tiny_llm_path)})
     message = str(raised.value)
     assert "pip install 'fedsim[vllm]'" in message and "GPU" in message
+
+
+def test_adapter_names_match_the_hf_backend(tiny_llm_path, lora_options):
+    """set_adapter takes the same peft names and shapes on vllm as on hf (built on meta)."""
+    from serve.backends.base import LoRAOptions
+    from serve.backends.hf import HFBackend
+    from serve.backends.vllm import _lora_shapes
+
+    expected = HFBackend({"model_path": str(tiny_llm_path), "lora": lora_options}).adapter_shapes()
+    assert _lora_shapes(tiny_llm_path, LoRAOptions(**lora_options)) == expected

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, Mapping, TypeVar
 
 import numpy as np
@@ -27,28 +27,6 @@ def parse_options(options_type: type[OptionsT], values: Mapping[str, Any], where
         return options_type(**dict(values))
     except TypeError as exc:  # a required option is missing
         raise ServeConfigError(f"{where}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class LoRAOptions:
-    """A LoRA adapter attached to the served model at load time (peft conventions)."""
-
-    r: int
-    alpha: float
-    target_modules: tuple[str, ...]
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise ServeConfigError(f"backend_options.lora.r must be an int >= 1, got {self.r!r}")
-        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
-            raise ServeConfigError(f"backend_options.lora.alpha must be > 0, got {self.alpha!r}")
-        if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
-            raise ServeConfigError("backend_options.lora.target_modules must list module names, "
-                                   f"got {self.target_modules!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ServeConfigError(f"backend_options.lora.dropout must be in [0, 1), got {self.dropout!r}")
 
 
 class LLMBackend(ABC):

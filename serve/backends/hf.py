@@ -17,7 +17,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor,
                           LogitsProcessorList, StoppingCriteria, StoppingCriteriaList)
 from transformers.utils import logging as hf_logging
 
-from serve.backends.base import LLMBackend, LoRAOptions, check_adapter_arrays, parse_options
+from fedsim.models import lora as fedsim_lora
+from serve.backends.base import LLMBackend, check_adapter_arrays, parse_options
 from serve.errors import ModelLoadError, RequestError, ServeConfigError
 from serve.params import Completion, GenerationParams, TokenizerInfo, TopKResult
 
@@ -29,7 +30,8 @@ class HFOptions:
     """Options of the hf backend (serve.backend_options).
 
     max_batch_items bounds the rows of one forward pass; larger batches are split.
-    lora: {r, alpha, target_modules, dropout} attaches a replaceable peft LoRA.
+    lora: the fields of fedsim.models.lora.LoraSettings (r, alpha, dropout, target_modules,
+    train_embeddings); attaches a LoRA that set_adapter replaces, named as get_adapter names it.
     """
 
     model_path: str
@@ -51,7 +53,7 @@ class HFOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ServeConfigError(f"backend_options.{name} must be an int >= 1, got {value!r}")
         if self.lora is not None:
-            parse_options(LoRAOptions, self.lora, "backend_options.lora")
+            parse_options(fedsim_lora.LoraSettings, self.lora, "backend_options.lora")
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -172,29 +174,15 @@ class HFBackend(LLMBackend):
         self._tokenizer = tokenizer
         self._vocab_size = int(model.config.vocab_size)
         self._max_positions = getattr(model.config, "max_position_embeddings", None)
-        self._adapter_params: dict[str, torch.nn.Parameter] = {}
+        self._adapter_shapes: dict[str, tuple[int, ...]] = {}
         if self.options.lora is not None:
-            model = self._attach_lora(model, parse_options(LoRAOptions, self.options.lora,
-                                                           "backend_options.lora"))
+            settings = parse_options(fedsim_lora.LoraSettings, self.options.lora, "backend_options.lora")
+            try:
+                model = fedsim_lora.attach_lora(model, settings)
+            except ValueError as exc:
+                raise ServeConfigError(f"backend_options.lora cannot be attached: {exc}") from exc
+            self._adapter_shapes = {name: array.shape for name, array in fedsim_lora.get_adapter(model).items()}
         self._model = model.to(self._device).eval()
-
-    def _attach_lora(self, model: Any, lora: LoRAOptions) -> Any:
-        from peft import LoraConfig, get_peft_model
-        from peft.utils import get_peft_model_state_dict
-
-        try:
-            model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha,
-                                                     target_modules=list(lora.target_modules),
-                                                     lora_dropout=lora.dropout, bias="none"))
-        except ValueError as exc:
-            raise ServeConfigError(f"backend_options.lora cannot be attached: {exc}") from exc
-        # Public names follow peft's saved-adapter convention (adapter name removed).
-        self._adapter_params = {name.replace(".default.", "."): param
-                                for name, param in model.named_parameters() if "lora_" in name}
-        saved_names = set(get_peft_model_state_dict(model))
-        if saved_names != set(self._adapter_params):
-            raise ModelLoadError("hf backend: LoRA parameter names do not match peft's saved-adapter names")
-        return model
 
     def tokenizer_info(self) -> TokenizerInfo:
         return TokenizerInfo(name=str(self._path), vocab_size=self._vocab_size,
@@ -203,13 +191,10 @@ class HFBackend(LLMBackend):
                              eos_token_id=self._tokenizer.eos_token_id)
 
     def adapter_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {name: tuple(param.shape) for name, param in self._adapter_params.items()}
+        return dict(self._adapter_shapes)
 
     def set_adapter(self, arrays: Mapping[str, np.ndarray]) -> None:
-        checked = check_adapter_arrays(arrays, self.adapter_shapes())
-        with torch.no_grad():
-            for name, param in self._adapter_params.items():
-                param.copy_(torch.from_numpy(checked[name]).to(device=param.device, dtype=param.dtype))
+        fedsim_lora.set_adapter(self._model, check_adapter_arrays(arrays, self._adapter_shapes))
 
     def _check_length(self, n_tokens: int, what: str) -> None:
         if self._max_positions is not None and n_tokens > self._max_positions:

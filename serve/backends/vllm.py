@@ -15,17 +15,19 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from serve.backends.base import LLMBackend, LoRAOptions, check_adapter_arrays, parse_options
+from fedsim.models import lora as fedsim_lora
+from serve.backends.base import LLMBackend, check_adapter_arrays, parse_options
 from serve.errors import BackendUnavailableError, ModelLoadError, RequestError, ServeConfigError
 from serve.params import Completion, GenerationParams, TokenizerInfo, TopKResult
 
+PEFT_PREFIX = "base_model.model."  # peft's saved-adapter names = this prefix + fedsim's names
 INSTALL_HINT = ("the vllm backend needs the optional extra and a CUDA GPU: "
                 "pip install 'fedsim[vllm]' on a machine with a GPU, or use backend 'hf'")
 
 
 @dataclass(frozen=True)
 class VLLMOptions:
-    """Options of the vllm backend (serve.backend_options)."""
+    """Options of the vllm backend (serve.backend_options); lora as for the hf backend."""
 
     model_path: str
     dtype: str = "auto"
@@ -45,22 +47,27 @@ class VLLMOptions:
         if self.max_logprobs < 1 or self.tensor_parallel_size < 1:
             raise ServeConfigError("backend_options.max_logprobs and tensor_parallel_size must be >= 1")
         if self.lora is not None:
-            parse_options(LoRAOptions, self.lora, "backend_options.lora")
+            settings = parse_options(fedsim_lora.LoraSettings, self.lora, "backend_options.lora")
+            if settings.train_embeddings:
+                raise ServeConfigError("backend_options.lora.train_embeddings is not supported by the vllm backend")
 
 
-def _lora_shapes(model_path: Path, lora: LoRAOptions) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the peft LoRA arrays for this model, built on the meta device."""
+def _lora_layout(model_path: Path, settings: fedsim_lora.LoraSettings) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """fedsim adapter names and shapes for this model, and the resolved target modules.
+
+    Built with fedsim.models.lora on a meta-device skeleton, so nothing is loaded.
+    """
     import torch
-    from peft import LoraConfig, get_peft_model
     from peft.utils import get_peft_model_state_dict
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_path, local_files_only=True)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
-    peft_model = get_peft_model(skeleton, LoraConfig(r=lora.r, lora_alpha=lora.alpha,
-                                                     target_modules=list(lora.target_modules), bias="none"))
-    return {name: tuple(array.shape) for name, array in get_peft_model_state_dict(peft_model).items()}
+    peft_model = fedsim_lora.attach_lora(skeleton, settings)
+    shapes = {name.removeprefix(PEFT_PREFIX): tuple(array.shape)
+              for name, array in get_peft_model_state_dict(peft_model).items()}
+    return shapes, sorted(peft_model.peft_config["default"].target_modules)
 
 
 class VLLMBackend(LLMBackend):
@@ -82,7 +89,7 @@ class VLLMBackend(LLMBackend):
         self._path = path
         self._vllm = vllm
         self._lora = None if self.options.lora is None else parse_options(
-            LoRAOptions, self.options.lora, "backend_options.lora")
+            fedsim_lora.LoraSettings, self.options.lora, "backend_options.lora")
         engine_args: dict[str, Any] = dict(
             model=str(path), dtype=self.options.dtype, seed=self.options.seed,
             gpu_memory_utilization=self.options.gpu_memory_utilization,
@@ -91,7 +98,9 @@ class VLLMBackend(LLMBackend):
         if self._lora is not None:
             engine_args.update(enable_lora=True, max_lora_rank=self._lora.r, max_loras=1)
         self._llm = vllm.LLM(**engine_args)
-        self._adapter_shapes = {} if self._lora is None else _lora_shapes(path, self._lora)
+        self._adapter_shapes, self._target_modules = {}, []
+        if self._lora is not None:
+            self._adapter_shapes, self._target_modules = _lora_layout(path, self._lora)
         self._lora_request: Any = None
         self._adapter_dirs: list[tempfile.TemporaryDirectory] = []
 
@@ -116,10 +125,11 @@ class VLLMBackend(LLMBackend):
         folder = tempfile.TemporaryDirectory(prefix="fedsim-vllm-lora-")
         config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self._lora.r,
                   "lora_alpha": self._lora.alpha, "lora_dropout": 0.0, "bias": "none",
-                  "target_modules": list(self._lora.target_modules),
+                  "target_modules": self._target_modules,
                   "base_model_name_or_path": str(self._path)}
         Path(folder.name, "adapter_config.json").write_text(json.dumps(config))
-        save_file(checked, str(Path(folder.name, "adapter_model.safetensors")))
+        save_file({PEFT_PREFIX + name: array for name, array in checked.items()},
+                  str(Path(folder.name, "adapter_model.safetensors")))
         version = len(self._adapter_dirs) + 1
         self._lora_request = LoRARequest(f"fedsim-adapter-{version}", version, folder.name)
         self._adapter_dirs.append(folder)

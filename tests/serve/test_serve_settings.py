@@ -27,7 +27,7 @@ def test_invalid_settings_name_the_field(kwargs, message):
     ("hf", {}, "model_path"),
     ("hf", {"model_path": "/m", "colour": "red"}, "colour"),
     ("hf", {"model_path": "/m", "dtype": "int3"}, "dtype"),
-    ("hf", {"model_path": "/m", "lora": {"r": 0, "alpha": 8, "target_modules": ["q_proj"]}}, "lora.r"),
+    ("hf", {"model_path": "/m", "lora": {"r": 4, "rank": 8}}, "rank"),
     ("vllm", {"model_path": "/m", "gpu_memory_utilization": 2.0}, "gpu_memory_utilization"),
     ("openai", {"base_url": "localhost:8000", "model": "m"}, "base_url"),
     ("openai", {"base_url": "http://h", "model": "m", "api_key_env": "FEDSIM_NO_SUCH_VAR"}, "api_key_env"),

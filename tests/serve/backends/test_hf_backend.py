@@ -108,7 +108,8 @@ def test_too_long_prompt_is_a_request_error(backend):
 
 def test_set_adapter_changes_outputs_and_checks_names_and_shapes(backend, prompts):
     shapes = backend.adapter_shapes()
-    assert shapes and all(".lora_A.weight" in n or ".lora_B.weight" in n for n in shapes)
+    assert shapes and all(n.startswith("model.layers.") and n.endswith((".lora_A.weight", ".lora_B.weight"))
+                          for n in shapes)
     before = [c.text for c in backend.generate(prompts, greedy(len(prompts)))]
     rng = np.random.default_rng(0)
     backend.set_adapter({name: rng.normal(size=shape) for name, shape in shapes.items()})
@@ -124,6 +125,17 @@ def test_set_adapter_changes_outputs_and_checks_names_and_shapes(backend, prompt
     wrong[name] = np.zeros((1, 1))
     with pytest.raises(AdapterError, match="shape"):
         backend.set_adapter(wrong)
+
+
+def test_adapter_names_are_fedsims_lora_names(backend, tiny_llm_path, lora_options):
+    """What fedsim.models.lora.get_adapter returns for the same model plugs straight in."""
+    from fedsim.models.lora import LoraSettings, attach_lora, get_adapter
+
+    trainer_side = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_llm_path, local_files_only=True),
+                               LoraSettings(**lora_options))
+    arrays = get_adapter(trainer_side)
+    assert {name: array.shape for name, array in arrays.items()} == backend.adapter_shapes()
+    backend.set_adapter(arrays)
 
 
 def test_without_lora_set_adapter_is_refused(tiny_llm_path):

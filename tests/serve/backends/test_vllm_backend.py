@@ -16,10 +16,11 @@ def test_missing_vllm_names_the_extra_and_the_gpu(tiny_llm_path):
 
 
 def test_adapter_names_match_the_hf_backend(tiny_llm_path, lora_options):
-    """set_adapter takes the same peft names and shapes on vllm as on hf (built on meta)."""
-    from serve.backends.base import LoRAOptions
+    """set_adapter takes the same names and shapes on vllm as on hf (built on meta)."""
+    from fedsim.models.lora import LoraSettings
     from serve.backends.hf import HFBackend
-    from serve.backends.vllm import _lora_shapes
+    from serve.backends.vllm import _lora_layout
 
     expected = HFBackend({"model_path": str(tiny_llm_path), "lora": lora_options}).adapter_shapes()
-    assert _lora_shapes(tiny_llm_path, LoRAOptions(**lora_options)) == expected
+    shapes, targets = _lora_layout(tiny_llm_path, LoraSettings(**lora_options))
+    assert shapes == expected and targets == sorted(lora_options["target_modules"])

@@ -1,0 +1,43 @@
+"""The federation's data: lazy built-in clients, file data partitioned by index."""
+import numpy as np
+import pytest
+
+from fedsim.config import validate
+from fedsim.data.federated import build_federated_data
+from fedsim.data.loaders import save_examples
+from fedsim.data.task import generate_examples
+
+
+def test_builtin_clients_are_lazy_deterministic_and_disjoint_from_test():
+    config = validate({"clients": {"num": 10_000, "per_round": 10},
+                       "task": {"train_per_client": 5, "domain_alpha": 0.3, "test_size": 50, "public_size": 20}})
+    data = build_federated_data(config)
+    assert data.num_clients == 10_000 and data.domain_weights.shape == (10_000, len(data.domains))
+    first = data.client_examples(9_999)
+    assert len(first) == 5 and first == build_federated_data(config).client_examples(9_999)
+    assert first != data.client_examples(0)
+    test_questions = {e.question for e in data.test} | {e.question for e in data.public}
+    assert not test_questions & {e.question for c in range(50) for e in data.client_examples(c)}
+    # Dirichlet(0.3) mixtures are skewed: most clients are dominated by one domain.
+    assert np.median(data.domain_weights.max(axis=1)) > 0.5
+
+
+def test_file_source_is_partitioned_by_index(tmp_path):
+    path = tmp_path / "data.jsonl"
+    save_examples(generate_examples(120, seed=1), path)
+    config = validate({"clients": {"num": 10, "per_round": 2},
+                       "task": {"source": "file", "path": str(path), "test_size": 20, "domain_alpha": 1.0}})
+    data = build_federated_data(config)
+    assert len(data.test) == 20 and int(data.sizes.sum()) == 100
+    seen = [e.question for c in range(10) for e in data.client_examples(c)]
+    assert len(seen) == 100 and not set(seen) & {e.question for e in data.test}
+    assert np.allclose(data.domain_weights.sum(axis=1), 1.0)
+
+
+def test_too_small_file_is_an_error(tmp_path):
+    path = tmp_path / "small.jsonl"
+    save_examples(generate_examples(8, seed=1), path)
+    config = validate({"clients": {"num": 10, "per_round": 2},
+                       "task": {"source": "file", "path": str(path), "test_size": 4}})
+    with pytest.raises(ValueError, match="too few"):
+        build_federated_data(config)

@@ -171,7 +171,7 @@ class LLMServer:
         return self._adapter_version
 
     def adapter_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Names and shapes set_adapter expects (peft saved-adapter names)."""
+        """Names and shapes set_adapter expects (as fedsim.models.lora.get_adapter names them)."""
         return self._backend.adapter_shapes()
 
     def tokenizer_info(self) -> TokenizerInfo:

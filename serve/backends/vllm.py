@@ -7,7 +7,6 @@ algorithms.md §0.4 is unchanged by such a shift, at any temperature.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +51,8 @@ class VLLMOptions:
                 raise ServeConfigError("backend_options.lora.train_embeddings is not supported by the vllm backend")
 
 
-def _lora_layout(model_path: Path, settings: fedsim_lora.LoraSettings) -> tuple[dict[str, tuple[int, ...]], list[str]]:
-    """fedsim adapter names and shapes for this model, and the resolved target modules.
+def _lora_layout(model_path: Path, settings: fedsim_lora.LoraSettings) -> tuple[dict[str, tuple[int, ...]], Any]:
+    """fedsim adapter names and shapes for this model, and the peft LoraConfig it resolves to.
 
     Built with fedsim.models.lora on a meta-device skeleton, so nothing is loaded.
     """
@@ -67,7 +66,9 @@ def _lora_layout(model_path: Path, settings: fedsim_lora.LoraSettings) -> tuple[
     peft_model = fedsim_lora.attach_lora(skeleton, settings)
     shapes = {name.removeprefix(PEFT_PREFIX): tuple(array.shape)
               for name, array in get_peft_model_state_dict(peft_model).items()}
-    return shapes, sorted(peft_model.peft_config["default"].target_modules)
+    peft_config = peft_model.peft_config["default"]
+    peft_config.base_model_name_or_path = str(model_path)
+    return shapes, peft_config
 
 
 class VLLMBackend(LLMBackend):
@@ -98,11 +99,12 @@ class VLLMBackend(LLMBackend):
         if self._lora is not None:
             engine_args.update(enable_lora=True, max_lora_rank=self._lora.r, max_loras=1)
         self._llm = vllm.LLM(**engine_args)
-        self._adapter_shapes, self._target_modules = {}, []
+        self._adapter_shapes, self._peft_config = {}, None
         if self._lora is not None:
-            self._adapter_shapes, self._target_modules = _lora_layout(path, self._lora)
+            self._adapter_shapes, self._peft_config = _lora_layout(path, self._lora)
         self._lora_request: Any = None
-        self._adapter_dirs: list[tempfile.TemporaryDirectory] = []
+        self._adapter_version = 0
+        self._adapter_dirs: list[tempfile.TemporaryDirectory] = []  # the current one and the one before
 
     def tokenizer_info(self) -> TokenizerInfo:
         from transformers import AutoConfig
@@ -123,16 +125,15 @@ class VLLMBackend(LLMBackend):
 
         checked = check_adapter_arrays(arrays, self._adapter_shapes)
         folder = tempfile.TemporaryDirectory(prefix="fedsim-vllm-lora-")
-        config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self._lora.r,
-                  "lora_alpha": self._lora.alpha, "lora_dropout": 0.0, "bias": "none",
-                  "target_modules": self._target_modules,
-                  "base_model_name_or_path": str(self._path)}
-        Path(folder.name, "adapter_config.json").write_text(json.dumps(config))
+        self._peft_config.save_pretrained(folder.name)  # adapter_config.json
         save_file({PEFT_PREFIX + name: array for name, array in checked.items()},
                   str(Path(folder.name, "adapter_model.safetensors")))
-        version = len(self._adapter_dirs) + 1
-        self._lora_request = LoRARequest(f"fedsim-adapter-{version}", version, folder.name)
+        self._adapter_version += 1
+        self._lora_request = LoRARequest(f"fedsim-adapter-{self._adapter_version}", self._adapter_version,
+                                         folder.name)
         self._adapter_dirs.append(folder)
+        while len(self._adapter_dirs) > 2:
+            self._adapter_dirs.pop(0).cleanup()
 
     def generate(self, prompts: list[str], params: list[GenerationParams]) -> list[Completion]:
         if len(prompts) != len(params):

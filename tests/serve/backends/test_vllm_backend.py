@@ -22,5 +22,5 @@ def test_adapter_names_match_the_hf_backend(tiny_llm_path, lora_options):
     from serve.backends.vllm import _lora_layout
 
     expected = HFBackend({"model_path": str(tiny_llm_path), "lora": lora_options}).adapter_shapes()
-    shapes, targets = _lora_layout(tiny_llm_path, LoraSettings(**lora_options))
-    assert shapes == expected and targets == sorted(lora_options["target_modules"])
+    shapes, peft_config = _lora_layout(tiny_llm_path, LoraSettings(**lora_options))
+    assert shapes == expected and peft_config.target_modules == set(lora_options["target_modules"])

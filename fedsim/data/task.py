@@ -74,7 +74,8 @@ class _Domain:
     Placeholders: {name}, {subj} (subject pronoun), {place} and {places} (the place noun,
     singular and plural), {place_b} (the place noun agreeing with {b}), {a} (the start), {b} (a
     move). `setup` introduces the ring, `start` places the pointer at {a}, `steps` maps "+" and
-    "-" to sentences moving it by {b}, and `ask` is the question.
+    "-" to sentences moving it by {b} (the word just before {b} tells the direction), and `ask`
+    is the question.
     """
 
     places: tuple[tuple[str, str], ...]  # (singular, plural)
@@ -91,8 +92,8 @@ _DOMAIN_TEMPLATES: dict[str, _Domain] = {
                "The {places} of a ring mall go from zero to nine."),
         start=("{name} starts at {place} {a}.", "{name} buys bread at {place} {a}."),
         steps={
-            "+": ("{subj} walks {b} {place_b} clockwise.", "Then {subj} moves on {b} {place_b}."),
-            "-": ("{subj} walks {b} {place_b} counterclockwise.", "Then {subj} turns back {b} {place_b}."),
+            "+": ("{subj} walks clockwise {b} {place_b}.", "Then {subj} moves on {b} {place_b}."),
+            "-": ("{subj} walks counterclockwise {b} {place_b}.", "Then {subj} turns back {b} {place_b}."),
         },
         ask=("At which {place} is {name} now?", "Where does {name} stop?"),
     ),
@@ -102,8 +103,8 @@ _DOMAIN_TEMPLATES: dict[str, _Domain] = {
                "A ring bus route has ten {places}, from zero to nine."),
         start=("{name} gets on at {place} {a}.", "{name} starts the trip at {place} {a}."),
         steps={
-            "+": ("{subj} rides {b} {place_b} forward.", "Then {subj} travels {b} {place_b} ahead."),
-            "-": ("{subj} rides {b} {place_b} back.", "Then {subj} goes back {b} {place_b}."),
+            "+": ("{subj} rides forward {b} {place_b}.", "Then {subj} travels ahead {b} {place_b}."),
+            "-": ("{subj} rides back {b} {place_b}.", "Then {subj} goes back {b} {place_b}."),
         },
         ask=("At which {place} is {name} now?", "Where does {name} get off?"),
     ),
@@ -113,8 +114,8 @@ _DOMAIN_TEMPLATES: dict[str, _Domain] = {
                "A round kitchen timer has ten {places}, from zero to nine."),
         start=("{name} sets it to {place} {a}.", "{name} begins to bake at {place} {a}."),
         steps={
-            "+": ("{subj} turns it up {b} {place_b}.", "Then {subj} adds {b} {place_b} for the crust."),
-            "-": ("{subj} turns it down {b} {place_b}.", "Then {subj} takes off {b} {place_b} for the soup."),
+            "+": ("{subj} turns it up {b} {place_b}.", "Then for the crust {subj} adds {b} {place_b}."),
+            "-": ("{subj} turns it down {b} {place_b}.", "Then for the soup {subj} takes off {b} {place_b}."),
         },
         ask=("At which {place} is the dial now?", "Which {place} does {name} see now?"),
     ),
@@ -124,8 +125,8 @@ _DOMAIN_TEMPLATES: dict[str, _Domain] = {
                "The bank vault wheel shows ten {places}, from zero to nine."),
         start=("{name} finds it at {place} {a}.", "{name} starts the code at {place} {a}."),
         steps={
-            "+": ("{subj} spins it {b} {place_b} to the right.", "Then {subj} adds {b} {place_b} to the code."),
-            "-": ("{subj} spins it {b} {place_b} to the left.", "Then {subj} takes away {b} {place_b}."),
+            "+": ("{subj} spins it right {b} {place_b}.", "Then {subj} adds {b} {place_b} to the code."),
+            "-": ("{subj} spins it left {b} {place_b}.", "Then {subj} takes away {b} {place_b}."),
         },
         ask=("At which {place} is the lock now?", "Which {place} does {name} read now?"),
     ),

@@ -134,11 +134,12 @@ class PrivacyGate:
         if not self.active:
             return {}
         summary = self.ledger.summary()
-        clients = summary["client_eps_pld"] or {}
-        rdp = summary["client_eps_rdp"] or {}
+        headline = summary["client_eps"] or {}  # the smaller valid bound of PLD and RDP, per unit
         return {
-            "eps_client_max": clients.get("max"), "eps_client_median": clients.get("median"),
-            "eps_client_max_rdp": rdp.get("max"), "eps_server": summary["server_eps_pld"],
+            "eps_client_max": headline.get("max"), "eps_client_median": headline.get("median"),
+            "eps_client_max_pld": (summary["client_eps_pld"] or {}).get("max"),
+            "eps_client_max_rdp": (summary["client_eps_rdp"] or {}).get("max"),
+            "eps_server": summary["server_eps_pld"], "eps_server_rdp": summary["server_eps_rdp"],
             "privacy_refused": sum(row.refused for row in self.ledger.rows() if row.round == round_index),
             "delta": summary["delta"],
         }

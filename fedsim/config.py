@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ALGORITHMS = ("local", "fedavg_lora", "centralized", "fedavg_vector")  # see fedsim.algorithms.REGISTRY
+ALGORITHMS = ("local", "fedavg_lora", "centralized", "fedavg_vector", "fedcot")  # see fedsim.algorithms.REGISTRY
 
 
 class ConfigError(ValueError):
@@ -202,7 +202,8 @@ class FedCoTSettings(_Section):
     alpha: float = Field(0.5, ge=0, le=1, description="L = alpha*CE(rationale) + (1-alpha)*CE(answer)")
     recover: bool = Field(False, description="recover rationales locally against the original question")
     max_new_tokens: int = Field(48, ge=1)
-    max_prompt_tokens: int = Field(64, ge=1, description="prompts are cut to this; bounds the tokens perturbed")
+    max_prompt_tokens: int = Field(
+        72, ge=1, description="questions are cut to this many LLM tokens; bounds the units perturbed per prompt")
 
 
 class EngineConfig(_Section):

@@ -10,6 +10,7 @@ REGISTRY: dict[str, str] = {
     "fedavg_lora": "fedsim.algorithms.fedavg_lora:FedAvgLora",
     "centralized": "fedsim.algorithms.centralized:Centralized",
     "fedavg_vector": "fedsim.algorithms.synthetic:FedAvgVector",
+    "fedcot": "fedsim.algorithms.fedcot:FedCoT",
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsim.algorithms.base import ClientOutcome
+from fedsim.algorithms.base import ClientOutcome, LLMClient
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
 from fedsim.engine.worker import ClientTask, WorkerRuntime
@@ -16,8 +16,9 @@ class InProcessExecutor:
     """Plain WorkerRuntime objects called directly."""
 
     def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
-                 run_dir: str | None, num_workers: int = 1, committed_round: int = 0) -> None:
-        self.workers = [WorkerRuntime(config, algorithm_name, data, run_dir, committed_round)
+                 run_dir: str | None, num_workers: int = 1, committed_round: int = 0,
+                 llm: LLMClient | None = None) -> None:
+        self.workers = [WorkerRuntime(config, algorithm_name, data, run_dir, committed_round, llm)
                         for _ in range(num_workers)]
         self.num_workers = num_workers
 

@@ -112,6 +112,7 @@ class EvalConfig(_Section):
     mode: Literal["answer", "rationale", "both"] = Field(
         "rationale", description="answer: answer directly; rationale: steps first; both: report each")
     max_clients: int = Field(20, ge=1, description="clients whose own model is evaluated (local)")
+    client_test_size: int = Field(40, ge=1, description="test examples each client's own model is scored on")
     batch_size: int = Field(64, ge=1)
 
 

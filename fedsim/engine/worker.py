@@ -187,10 +187,12 @@ class WorkerRuntime:
         return counts
 
     def evaluate_clients(self, clients: list[tuple[int, str]], globals_by_preset: dict[str, Any]) -> dict[int, dict]:
-        """Per-domain counts of each listed client's own adapter on the whole test set."""
+        """Per-domain counts of each listed client's own adapter on the first eval.client_test_size
+        test examples (the test set is drawn at random, so this is a random subset, the same for all)."""
         results = {}
+        size = min(len(self.data.test), self.config.eval.client_test_size)
         for client, preset in clients:
             state = self.store.get(client)
             adapter = state.get("adapter", globals_by_preset[preset])
-            results[client] = self.evaluate(preset, adapter, (0, len(self.data.test)))
+            results[client] = self.evaluate(preset, adapter, (0, size))
         return results

@@ -16,11 +16,11 @@ from transformers import PreTrainedModel
 
 TargetModules = Literal["attention", "all-linear"] | list[str]
 
-# Per model_type: (attention module names, every linear module name, input embedding name).
-_MODULE_NAMES: dict[str, tuple[list[str], list[str], str]] = {
+# Per model_type: (attention module names, every linear module name).
+_MODULE_NAMES: dict[str, tuple[list[str], list[str]]] = {
     "llama": (["q_proj", "k_proj", "v_proj", "o_proj"],
-              ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "embed_tokens"),
-    "gpt2": ([r".*\.attn\.c_attn", r".*\.attn\.c_proj"], ["c_attn", "c_proj", "c_fc"], "wte"),
+              ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+    "gpt2": ([r".*\.attn\.c_attn", r".*\.attn\.c_proj"], ["c_attn", "c_proj", "c_fc"]),
 }
 _WRAPPER_PREFIX = "base_model.model."
 
@@ -31,7 +31,8 @@ class AdapterMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """What to adapt and how. `train_embeddings` also trains the (tied) token embeddings."""
+    """What to adapt and how. `train_embeddings` also trains the token embeddings (input and
+    output, one matrix when tied) in place: they become part of the exchanged adapter."""
 
     r: int = 8
     alpha: int = 16
@@ -47,7 +48,7 @@ def attach_lora(model: PreTrainedModel, settings: LoraSettings) -> peft.PeftMode
         raise ValueError(f"LoRA targets are known for {sorted(_MODULE_NAMES)}, not {model_type!r}")
     if settings.r < 1:
         raise ValueError(f"LoRA rank r must be >= 1, got {settings.r}")
-    attention, all_linear, embedding = _MODULE_NAMES[model_type]
+    attention, all_linear = _MODULE_NAMES[model_type]
     if settings.target_modules == "attention":
         targets: str | list[str] = attention if model_type != "gpt2" else "|".join(attention)
     elif settings.target_modules == "all-linear":
@@ -65,16 +66,17 @@ def attach_lora(model: PreTrainedModel, settings: LoraSettings) -> peft.PeftMode
         lora_dropout=settings.dropout,
         target_modules=targets,
         fan_in_fan_out=model_type == "gpt2",
-        modules_to_save=[embedding] if settings.train_embeddings else None,
-        ensure_weight_tying=settings.train_embeddings,
         task_type="CAUSAL_LM",
     )
-    return peft.get_peft_model(model, config)
+    peft_model = peft.get_peft_model(model, config)
+    if settings.train_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(True)
+        model.get_output_embeddings().weight.requires_grad_(True)
+    return peft_model
 
 
 def _stable_name(name: str, adapter_name: str) -> str:
-    name = name.removeprefix(_WRAPPER_PREFIX)
-    return name.replace(f".{adapter_name}.", ".").replace(f".modules_to_save.{adapter_name}", "")
+    return name.removeprefix(_WRAPPER_PREFIX).replace(f".{adapter_name}.", ".")
 
 
 def _named_trainable(model: peft.PeftModel) -> dict[str, torch.nn.Parameter]:

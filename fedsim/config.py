@@ -142,32 +142,29 @@ class SecAggSettings(_Section):
     dropout_rate: float = Field(0.0, ge=0, lt=1, description="chance a client drops after masking")
 
 
-class DPSGDSettings(_Section):
-    """DP-SGD on the clients' LoRA parameters (Opacus as the engine, dp-accounting for epsilon)."""
+class _GaussianNoise(_Section):
+    """A Gaussian mechanism's noise: given, or calibrated to a target epsilon (exactly one)."""
 
     noise_multiplier: float | None = Field(None, ge=0)
-    target_eps: float | None = Field(None, gt=0, description="calibrate sigma for the planned steps")
-    max_grad_norm: float = Field(1.0, gt=0)
+    target_eps: float | None = Field(None, gt=0, description="calibrate sigma for the planned releases")
 
     @model_validator(mode="after")
-    def _one_of(self) -> "DPSGDSettings":
+    def _one_of(self) -> "_GaussianNoise":
         if (self.noise_multiplier is None) == (self.target_eps is None):
-            raise ValueError("privacy.dp_sgd needs exactly one of noise_multiplier and target_eps")
+            raise ValueError("give exactly one of noise_multiplier and target_eps")
         return self
 
 
-class CentralDPSettings(_Section):
+class DPSGDSettings(_GaussianNoise):
+    """DP-SGD on the clients' LoRA parameters (Opacus as the engine, dp-accounting for epsilon)."""
+
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class CentralDPSettings(_GaussianNoise):
     """User-level DP-FedAvg: clients clip their update, the server adds Gaussian noise to the sum."""
 
     clip_norm: float = Field(gt=0)
-    noise_multiplier: float | None = Field(None, ge=0)
-    target_eps: float | None = Field(None, gt=0, description="calibrate sigma for all rounds")
-
-    @model_validator(mode="after")
-    def _one_of(self) -> "CentralDPSettings":
-        if (self.noise_multiplier is None) == (self.target_eps is None):
-            raise ValueError("privacy.central needs exactly one of noise_multiplier and target_eps")
-        return self
 
 
 class PrivacyConfig(_Section):

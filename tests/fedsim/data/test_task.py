@@ -18,10 +18,8 @@ def _check_rationale(example: Example) -> int:
         assert match, f"malformed step {step!r} in {example.rationale!r}"
         left, symbol, right, result = match.groups()
         left, right, result = int(left), int(right), int(result)
-        expected = {"+": left + right, "-": left - right, "*": left * right}.get(symbol)
-        if symbol == "/":
-            assert left % right == 0
-            expected = left // right
+        assert symbol in "+-", step
+        expected = (left + right) % 10 if symbol == "+" else (left - right) % 10  # a ring of ten places
         assert result == expected, step
         if previous is not None:
             assert left == previous, f"step {step!r} does not start from {previous}"

@@ -96,11 +96,19 @@ def question_body(example: Example) -> str:
 
 
 def cut_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
-    """The end of `text` that holds its last `max_tokens` tokens (an exact substring)."""
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    """The longest end of `text`, starting at one of its token boundaries, that encodes to at most
+    `max_tokens` tokens on its own (an exact substring, leading whitespace dropped)."""
+    def encode(part: str) -> list[tuple[int, int]]:
+        return tokenizer(part, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+    offsets = encode(text)
     if len(offsets) <= max_tokens:
         return text
-    return text[offsets[len(offsets) - max_tokens][0]:].lstrip()
+    for keep in range(max_tokens, 0, -1):
+        tail = text[offsets[len(offsets) - keep][0]:].lstrip()
+        if len(encode(tail)) <= max_tokens:
+            return tail
+    raise ValueError(f"no end of the text fits in {max_tokens} tokens: {text[-40:]!r}")
 
 
 @dataclass

@@ -6,6 +6,8 @@ two workers that build the same base model agree on every key whatever their ada
 """
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,13 +34,15 @@ class AdapterMismatchError(ValueError):
 @dataclass(frozen=True)
 class LoraSettings:
     """What to adapt and how. `train_embeddings` also trains the token embeddings (input and
-    output, one matrix when tied) in place: they become part of the exchanged adapter."""
+    output, one matrix when tied) and `train_norms` the weights (and biases) of every
+    normalisation layer; both are trained in place and become part of the exchanged adapter."""
 
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
     target_modules: TargetModules = "attention"
     train_embeddings: bool = False
+    train_norms: bool = False
 
 
 def attach_lora(model: PreTrainedModel, settings: LoraSettings) -> peft.PeftModel:
@@ -68,10 +72,17 @@ def attach_lora(model: PreTrainedModel, settings: LoraSettings) -> peft.PeftMode
         fan_in_fan_out=model_type == "gpt2",
         task_type="CAUSAL_LM",
     )
-    peft_model = peft.get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft 0.21 calls an API transformers 5 deprecates
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = peft.get_peft_model(model, config)
     if settings.train_embeddings:
         model.get_input_embeddings().weight.requires_grad_(True)
         model.get_output_embeddings().weight.requires_grad_(True)
+    if settings.train_norms:
+        for module in model.modules():
+            if "Norm" in type(module).__name__:
+                for parameter in module.parameters(recurse=False):
+                    parameter.requires_grad_(True)
     return peft_model
 
 

@@ -105,11 +105,11 @@ def load_pretrained(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokeni
         raise ModelPathError(f"{path}: no config.json, so not a Hugging Face model directory")
     try:
         model = AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
+    except Exception as error:  # the loaders raise many kinds (OSError, SafetensorError, ...)
         raise ModelPathError(f"{path}: could not load the model weights: {error}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
+    except Exception as error:
         raise ModelPathError(f"{path}: could not load the tokenizer: {error}") from None
     return model, tokenizer
 

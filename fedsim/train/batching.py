@@ -85,8 +85,6 @@ def encode_for_training(
         target_ids = target_ids + [tokenizer.eos_token_id]
         target_ids = target_ids[: max_len - 1]
         prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_len - len(target_ids))):]
-        if not prompt_ids:
-            raise ValueError(f"max_len={max_len} leaves no room for the prompt")
         rows.append((prompt_ids + target_ids, len(prompt_ids)))
     width = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)

@@ -1,0 +1,203 @@
+"""FedCoT accuracy table on the built-in task, and one FedCoT run with many clients.
+
+Rows: the `local` baseline with answer-only targets, FedCoT with EM and with AEM at each per-token
+eps (inf sends the questions unperturbed; EM and AEM then coincide and run once), each evaluated on
+the clients' own adapters in both decoding modes (answer-only, as the papers do, and
+rationale-then-answer); and the teacher's own rationale-then-answer accuracy on test questions
+sent clean or perturbed exactly as a FedCoT client perturbs its prompts (with and without the local
+recovery of fedsim.algorithms.fedcot).
+
+The grid runs on the in-process engine (fedsim.engine.inprocess, one process, the teacher answered
+by the project's Hugging Face backend in the same process): the same client code as a Ray run,
+without Ray. The scale run goes through `fedsim run`'s runner on a local Ray instance of 2 CPUs
+(Serve deployment for the teacher, a pool of ClientWorker actors).
+
+    python experiments/bench/fedcot_table.py [--teacher runs/teacher] [--clients 20] [--scale-clients 200]
+
+Prints the table and writes experiments/bench/results/fedcot_table.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsim.algorithms.fedcot import TeacherSide, cut_to_tokens, parse_output, question_body, recover
+from fedsim.config import ExperimentConfig, validate
+from fedsim.data.federated import build_federated_data
+from fedsim.data.task import Example
+from fedsim.engine.coordinator import RoundEngine
+from fedsim.engine.inprocess import InProcessExecutor
+from fedsim.rng import numpy_stream
+from fedsim.teacher import InProcessLLM, ensure_teacher
+from fedsim.train.batching import render_prompt
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fedcot_table.json"
+EPS_GRID = (math.inf, 16.0, 8.0, 4.0, 2.0, 1.0)
+
+
+def base_config(args: argparse.Namespace, algorithm: str, **fedcot: Any) -> ExperimentConfig:
+    """The federation every row shares; only the algorithm and its FedCoT settings differ."""
+    return validate({
+        "name": "fedcot-table", "seed": args.seed, "algorithms": [algorithm], "rounds": args.rounds,
+        "task": {"train_per_client": args.train_per_client, "test_size": args.test_size, "public_size": 0},
+        "clients": {"num": args.clients, "per_round": args.clients, "presets": {args.student: 1.0}},
+        "train": {"target": "answer", "local_steps": args.local_steps, "batch_size": 8, "lr": args.lr},
+        "lora": {"r": args.lora_r, "train_embeddings": args.train_embeddings},
+        "eval": {"every": args.rounds, "mode": "both", "max_clients": args.eval_clients},
+        "llm": {"model": str(args.teacher)},
+        "fedcot": {"max_new_tokens": 48, "max_prompt_tokens": 72, **fedcot},
+    })
+
+
+def run_in_process(config: ExperimentConfig, llm: InProcessLLM) -> dict[str, Any]:
+    """All rounds of one algorithm on the in-process engine; its last row and figures."""
+    algorithm = config.algorithms[0]
+    data = build_federated_data(config)
+    engine = RoundEngine(config, algorithm, data, InProcessExecutor(config, algorithm, data, None, llm=llm), None)
+    requests_before = len(llm.calls)
+    started = time.perf_counter()
+    while not engine.done:
+        engine.run_round()
+    last = engine.rows[-1]
+    return {"accuracy_answer": last["accuracy/answer"], "accuracy_rationale": last["accuracy/rationale"],
+            "bytes_up": last["bytes_up_total"], "bytes_down": last["bytes_down_total"],
+            "eps_client_max": last.get("eps_client_max"), "llm_requests": len(llm.calls) - requests_before,
+            "wall_s": time.perf_counter() - started}
+
+
+def teacher_accuracy(args: argparse.Namespace, llm: InProcessLLM, mechanism: str, eps: float) -> dict[str, float]:
+    """The teacher's rationale-then-answer accuracy on test questions sent as a FedCoT client sends
+    its own (cut, perturbed unless eps is inf), raw and after local recovery."""
+    config = base_config(args, "fedcot", mechanism=mechanism, eps_per_token=eps)
+    test = build_federated_data(config).test
+    side = TeacherSide(config)
+    bodies = [cut_to_tokens(side.tokenizer, question_body(e), config.fedcot.max_prompt_tokens) for e in test]
+    if side.perturber is not None:
+        bodies = [p.text for p in side.perturber.perturb_batch(bodies, numpy_stream(args.seed, -1, 0, "bench"))]
+    prompts = [render_prompt(Example(question=body, answer=""), "rationale") for body in bodies]
+    replies = llm.generate(prompts, {"max_new_tokens": config.fedcot.max_new_tokens, "temperature": 0.0})
+    parsed = [parse_output(reply) for reply in replies]
+    recovered = [recover(rationale, e.question) or (rationale, answer) for (rationale, answer), e in zip(parsed, test)]
+    return {"raw": float(np.mean([a == e.answer for (_, a), e in zip(parsed, test)])),
+            "recovered": float(np.mean([a == e.answer for (_, a), e in zip(recovered, test)]))}
+
+
+def scale_run(args: argparse.Namespace) -> dict[str, Any]:
+    """FedCoT with many clients through the Ray runner on 2 CPUs: wall time and bytes."""
+    import ray
+
+    from actors.runner import run_experiment
+
+    config = base_config(args, "fedcot", mechanism="em", eps_per_token=8.0)
+    raw = config.model_dump(mode="json")
+    raw["clients"] |= {"num": args.scale_clients, "per_round": args.scale_clients}
+    raw["rounds"] = 1
+    raw["eval"] |= {"every": 1, "max_clients": args.eval_clients}
+    raw["engine"] |= {"num_workers": 2, "num_cpus_per_worker": 0.75}
+    raw["llm"] |= {"num_cpus": 0.5}
+    with tempfile.TemporaryDirectory() as output:
+        raw["output_dir"] = output
+        config = validate(raw)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}})
+        try:
+            started = time.perf_counter()
+            _, summaries = run_experiment(config, progress=False)
+            wall = time.perf_counter() - started
+        finally:
+            ray.shutdown()
+    summary = summaries[0]
+    return {"clients": args.scale_clients, "rounds": 1, "mechanism": "em", "eps_per_token": 8.0,
+            "wall_s_total": wall, "wall_s_rounds": summary["wall_s"], "bytes_up": summary["bytes_up"],
+            "bytes_down": summary["bytes_down"], "accuracy_answer": summary["accuracy"]}
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:5.1f}"
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"\nstudents: {results['setup']['student']}, {results['setup']['clients']} clients x "
+          f"{results['setup']['train_per_client']} examples, {results['setup']['rounds']} rounds; "
+          f"accuracy (%) on {results['setup']['test_size']} test questions, mean over "
+          f"{results['setup']['eval_clients']} clients' own adapters")
+    print(f"{'row':<28}{'answer-only':>12}{'rationale':>11}{'bytes up':>11}{'bytes down':>12}{'eps/client':>12}")
+    for row in results["rows"]:
+        eps = row.get("eps_client_max")
+        print(f"{row['name']:<28}{fmt(row['accuracy_answer']):>12}{fmt(row['accuracy_rationale']):>11}"
+              f"{row['bytes_up']:>11}{row['bytes_down']:>12}{'-' if eps is None else f'{eps:.0f}':>12}")
+    print(f"\nteacher ({results['setup']['teacher']}), rationale-then-answer accuracy (%) on perturbed test questions")
+    print(f"{'eps per token':<16}" + "".join(f"{'EM':>8}{'EM+rec':>8}{'AEM':>8}{'AEM+rec':>9}"))
+    for item in results["teacher"]:
+        print(f"{item['eps']:<16}{fmt(item['em']['raw']):>8}{fmt(item['em']['recovered']):>8}"
+              f"{fmt(item['aem']['raw']):>8}{fmt(item['aem']['recovered']):>9}")
+    if results.get("scale"):
+        s = results["scale"]
+        print(f"\nscale: FedCoT-EM eps 8, {s['clients']} clients, 1 round on Ray (2 CPUs): "
+              f"{s['wall_s_total']:.0f} s in all ({s['wall_s_rounds']:.0f} s for the round and its evaluation), "
+              f"{s['bytes_up'] / 1e6:.2f} MB up, {s['bytes_down'] / 1e6:.2f} MB down")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", type=Path, default=Path("runs/teacher"))
+    parser.add_argument("--student", default="llama-0.3m", help="client SLM preset or local model directory")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--train-per-client", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--local-steps", type=int, default=20)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--train-embeddings", action="store_true")
+    parser.add_argument("--test-size", type=int, default=100)
+    parser.add_argument("--eval-clients", type=int, default=10)
+    parser.add_argument("--eps", type=float, nargs="+", default=list(EPS_GRID))
+    parser.add_argument("--scale-clients", type=int, default=200, help="0 skips the Ray scale run")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    teacher_report, _ = ensure_teacher(args.teacher)
+    llm = InProcessLLM(args.teacher)
+    started = time.perf_counter()
+    rows = [{"name": "local, answer-only", **run_in_process(base_config(args, "local"), llm)}]
+    print(f"{rows[-1]['name']}: {rows[-1]}", flush=True)
+    teacher = []
+    for eps in args.eps:
+        mechanisms = ("em",) if math.isinf(eps) else ("em", "aem")
+        for mechanism in mechanisms:
+            name = f"FedCoT-{mechanism.upper()} eps {eps:g}" if math.isfinite(eps) else "FedCoT eps inf (clean)"
+            rows.append({"name": name, "mechanism": mechanism, "eps_per_token": eps,
+                         **run_in_process(base_config(args, "fedcot", mechanism=mechanism, eps_per_token=eps), llm)})
+            print(f"{name}: {rows[-1]}", flush=True)
+        accuracies = {m: teacher_accuracy(args, llm, m, eps) for m in ("em", "aem")}
+        teacher.append({"eps": eps, **accuracies})
+    results = {
+        "setup": {"teacher": str(args.teacher), "teacher_report": teacher_report.__dict__, "student": args.student,
+                  "clients": args.clients, "train_per_client": args.train_per_client, "rounds": args.rounds,
+                  "local_steps": args.local_steps, "lr": args.lr, "lora_r": args.lora_r,
+                  "train_embeddings": args.train_embeddings, "test_size": args.test_size,
+                  "eval_clients": args.eval_clients, "engine": "in-process (fedsim.engine.inprocess)",
+                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads 1"},
+        "rows": rows, "teacher": teacher, "grid_wall_s": time.perf_counter() - started,
+    }
+    if args.scale_clients:
+        results["scale"] = scale_run(args)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print_table(results)
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

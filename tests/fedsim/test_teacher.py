@@ -1,0 +1,94 @@
+"""The teacher LLM of the built-in task: training, saving, reuse, the CLI and in-process generation."""
+import json
+import re
+
+import pytest
+
+from fedsim.cli import main
+from fedsim.data.task import RING_SIZE
+from fedsim.models.presets import load_pretrained
+from fedsim.models.tokenizer import builtin_tokenizer
+from fedsim.teacher import (
+    REPORT_FILE,
+    InProcessLLM,
+    TeacherError,
+    arithmetic_chains,
+    ensure_teacher,
+    load_report,
+    train_teacher,
+)
+
+TINY = {"preset": "llama-0.3m", "steps": 6, "arithmetic_steps": 4, "public_size": 16, "batch_size": 4,
+        "test_size": 4}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("teacher") / "teacher"
+    return directory, train_teacher(directory, **TINY)
+
+
+def test_saves_a_loadable_model_with_its_report(trained):
+    directory, report = trained
+    assert not directory.with_name(".teacher.partial").exists()
+    model, tokenizer = load_pretrained(directory)
+    assert model.config.hidden_size == 64 and len(tokenizer) == len(builtin_tokenizer())
+    saved = json.loads((directory / REPORT_FILE).read_text())
+    assert saved["steps"] == 6 and saved["arithmetic_steps"] == 4 and saved["public_size"] == 16
+    assert 0.0 <= saved["accuracy_rationale"] <= 1.0 and 0.0 <= saved["accuracy_answer"] <= 1.0
+    assert saved["train_seconds"] > 0 and load_report(directory) == report
+
+
+def test_an_existing_teacher_is_reused_unless_forced(trained):
+    directory, report = trained
+    written = (directory / "model.safetensors").stat().st_mtime_ns
+    reused, trained_now = ensure_teacher(directory, **TINY)
+    assert not trained_now and reused == report
+    assert (directory / "model.safetensors").stat().st_mtime_ns == written
+    other = directory.with_name("forced")
+    (other / "stale").mkdir(parents=True)  # whatever was there is replaced
+    _, trained_now = ensure_teacher(other, force=True, **TINY)
+    assert trained_now and not (other / "stale").exists() and load_report(other).preset == "llama-0.3m"
+
+
+def test_cli_reuses_and_says_so(trained, capsys):
+    directory, _ = trained
+    assert main(["teacher", "train", "--out", str(directory), "--preset", "llama-0.3m", "--steps", "6",
+                 "--arithmetic-steps", "4", "--public-size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "reusing the teacher already trained" in out and "note:" not in out
+    assert main(["teacher", "train", "--out", str(directory), "--steps", "99"]) == 0
+    assert "steps 6 (asked 99)" in capsys.readouterr().out
+
+
+def test_bad_settings_are_named(tmp_path, capsys):
+    with pytest.raises(TeacherError, match="preset"):
+        train_teacher(tmp_path / "t", preset="llama-99m")
+    with pytest.raises(TeacherError, match="steps"):
+        train_teacher(tmp_path / "t", **(TINY | {"steps": 0}))
+    assert main(["teacher", "train", "--out", str(tmp_path / "t"), "--preset", "nope"]) == 2
+    assert "preset" in capsys.readouterr().err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / REPORT_FILE).write_text("{")
+    with pytest.raises(TeacherError, match="not a teacher report"):
+        load_report(tmp_path / "broken")
+
+
+def test_arithmetic_chains_follow_the_ring():
+    tokenizer = builtin_tokenizer()
+    encoded = arithmetic_chains(tokenizer, 50, seed=3)
+    for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"]):
+        text = tokenizer.decode(ids[mask.bool()])
+        for a, sign, b, c in re.findall(r"(\d) ([+-]) (\d) = (\d)", text):
+            expected = (int(a) + int(b)) % RING_SIZE if sign == "+" else (int(a) - int(b)) % RING_SIZE
+            assert int(c) == expected
+        assert 1 <= len(re.findall("=", text)) <= 4
+    assert (encoded["labels"][:, 0] == -100).all()
+
+
+def test_in_process_llm_answers_each_prompt_once_per_call(trained):
+    directory, _ = trained
+    llm = InProcessLLM(directory)
+    replies = llm.generate(["Question: a\nRationale:", "Question: b\nRationale:"], {"max_new_tokens": 4})
+    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
+    assert llm.calls == [(["Question: a\nRationale:", "Question: b\nRationale:"], replies)]

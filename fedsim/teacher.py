@@ -1,13 +1,16 @@
 """The server LLM of the built-in task: a preset fully fine-tuned on the public split, saved locally.
 
 `fedsim teacher train` builds a preset larger than the clients' SLMs and trains all of its weights
-in two stages: first on bare chains of ring arithmetic (" 3 + 8 = 1 . 1 - 4 = 7", the rationale
-grammar without a question), then on public questions with their gold rationales in the rationale
-prompt format of fedsim.train.batching ("Question: ...\nRationale:" -> " steps #### answer").
-Without the first stage a small model spends most of its budget learning the addition table from
-the word problems. It measures exact match on the test split in both decoding modes (the teacher
-is not trained to answer directly: answer-only is reported for reference) and saves a Hugging Face
-model directory with a `teacher.json` report; `llm.model` of a FedCoT experiment points at it.
+in two stages: first on random chains of ring arithmetic written as rationales (" 3 + 8 = 1 .
+1 - 4 = 7", the step results as targets), then on public questions with their gold rationales in
+the rationale prompt format of fedsim.train.batching ("Question: ...\nRationale:" -> " steps ####
+answer"), with a quarter as many arithmetic chains mixed in so that the first stage is not
+forgotten. Without the first stage a small model spends its budget learning the addition table
+from the word problems (measured on llama-1m, 600 question steps: the step results stay at chance,
+loss ln 10; with 1000 arithmetic steps first they are learned). It measures exact match on the test
+split in both decoding modes (the teacher is not trained to answer directly: answer-only is
+reported for reference) and saves a Hugging Face model directory with a `teacher.json` report;
+`llm.model` of a FedCoT experiment points at it.
 
 A directory that already holds a complete teacher (its report is written last, and the whole
 directory appears by one rename) is reused as it is unless `force` is given.
@@ -31,12 +34,12 @@ if TYPE_CHECKING:  # torch is imported where it is used, so `fedsim --help` stay
 
 REPORT_FILE = "teacher.json"
 DEFAULT_DIR = "runs/teacher"
-DEFAULT_PRESET = "llama-5m"
-DEFAULT_ARITHMETIC_STEPS = 300
-DEFAULT_STEPS = 1500
+DEFAULT_PRESET = "llama-1m"
+DEFAULT_ARITHMETIC_STEPS = 1000
+DEFAULT_STEPS = 3000
 DEFAULT_PUBLIC_SIZE = 4000
-DEFAULT_BATCH_SIZE = 16
-DEFAULT_LR = 1.5e-3
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_LR = 3e-3
 ARITHMETIC_BATCH_SIZE = 128
 ARITHMETIC_CHAINS = 20000
 TRAIN_MIN_STEPS, TRAIN_MAX_STEPS = 1, 4  # every question length a TaskConfig allows

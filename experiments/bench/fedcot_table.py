@@ -1,6 +1,7 @@
 """FedCoT accuracy table on the built-in task, and one FedCoT run with many clients.
 
-Rows: the `local` baseline with answer-only targets, FedCoT with EM and with AEM at each per-token
+Rows: the `local` baseline with answer-only targets; `local` trained on the clients' GOLD rationales
+(which FedCoT clients never have: what FedCoT at eps inf could reach with a perfect teacher); FedCoT with EM and with AEM at each per-token
 eps (inf sends the questions unperturbed; EM and AEM then coincide and run once), each evaluated on
 the clients' own adapters in both decoding modes (answer-only, as the papers do, and
 rationale-then-answer); and the teacher's own rationale-then-answer accuracy on test questions
@@ -18,28 +19,33 @@ Prints the table and writes experiments/bench/results/fedcot_table.json.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import math
 import os
-import platform
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
+import sys
 
-import numpy as np
-import torch
+# This folder holds serve.py: drop it from sys.path so that `import serve` finds the package.
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-from fedsim.algorithms.fedcot import TeacherSide, cut_to_tokens, parse_output, question_body, recover
-from fedsim.config import ExperimentConfig, validate
-from fedsim.data.federated import build_federated_data
-from fedsim.data.task import Example
-from fedsim.engine.coordinator import RoundEngine
-from fedsim.engine.inprocess import InProcessExecutor
-from fedsim.rng import numpy_stream
-from fedsim.teacher import InProcessLLM, ensure_teacher
-from fedsim.train.batching import render_prompt
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from fedsim.algorithms.fedcot import TeacherSide, cut_to_tokens, parse_output, question_body, recover  # noqa: E402
+from fedsim.config import ExperimentConfig, validate  # noqa: E402
+from fedsim.data.federated import build_federated_data  # noqa: E402
+from fedsim.data.task import Example  # noqa: E402
+from fedsim.engine.coordinator import RoundEngine  # noqa: E402
+from fedsim.engine.inprocess import InProcessExecutor  # noqa: E402
+from fedsim.rng import numpy_stream  # noqa: E402
+from fedsim.teacher import InProcessLLM, ensure_teacher  # noqa: E402
+from fedsim.train.batching import render_prompt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fedcot_table.json"
 EPS_GRID = (math.inf, 16.0, 8.0, 4.0, 2.0, 1.0)
@@ -52,8 +58,9 @@ def base_config(args: argparse.Namespace, algorithm: str, **fedcot: Any) -> Expe
         "task": {"train_per_client": args.train_per_client, "test_size": args.test_size, "public_size": 0},
         "clients": {"num": args.clients, "per_round": args.clients, "presets": {args.student: 1.0}},
         "train": {"target": "answer", "local_steps": args.local_steps, "batch_size": 8, "lr": args.lr},
-        "lora": {"r": args.lora_r, "train_embeddings": args.train_embeddings},
-        "eval": {"every": args.rounds, "mode": "both", "max_clients": args.eval_clients},
+        "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear", "train_embeddings": True},
+        "eval": {"every": args.rounds, "mode": "both", "max_clients": args.eval_clients,
+                 "client_test_size": args.test_size},
         "llm": {"model": str(args.teacher)},
         "fedcot": {"max_new_tokens": 48, "max_prompt_tokens": 72, **fedcot},
     })
@@ -157,8 +164,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--local-steps", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--lora-r", type=int, default=8)
-    parser.add_argument("--train-embeddings", action="store_true")
     parser.add_argument("--test-size", type=int, default=100)
     parser.add_argument("--eval-clients", type=int, default=10)
     parser.add_argument("--eps", type=float, nargs="+", default=list(EPS_GRID))
@@ -171,6 +176,10 @@ def main() -> None:
     llm = InProcessLLM(args.teacher)
     started = time.perf_counter()
     rows = [{"name": "local, answer-only", **run_in_process(base_config(args, "local"), llm)}]
+    print(f"{rows[-1]['name']}: {rows[-1]}", flush=True)
+    gold = base_config(args, "local").model_dump(mode="json")
+    gold["train"]["target"] = "rationale"
+    rows.append({"name": "local, gold rationales", **run_in_process(validate(gold), llm)})
     print(f"{rows[-1]['name']}: {rows[-1]}", flush=True)
     teacher = []
     for eps in args.eps:
@@ -185,8 +194,8 @@ def main() -> None:
     results = {
         "setup": {"teacher": str(args.teacher), "teacher_report": teacher_report.__dict__, "student": args.student,
                   "clients": args.clients, "train_per_client": args.train_per_client, "rounds": args.rounds,
-                  "local_steps": args.local_steps, "lr": args.lr, "lora_r": args.lora_r,
-                  "train_embeddings": args.train_embeddings, "test_size": args.test_size,
+                  "local_steps": args.local_steps, "lr": args.lr,
+                  "lora": "r 16, alpha 32, all-linear, trainable embeddings", "test_size": args.test_size,
                   "eval_clients": args.eval_clients, "engine": "in-process (fedsim.engine.inprocess)",
                   "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads 1"},
         "rows": rows, "teacher": teacher, "grid_wall_s": time.perf_counter() - started,

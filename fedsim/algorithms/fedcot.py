@@ -76,10 +76,13 @@ def parse_output(text: str) -> tuple[str, str]:
 
 def recover(rationale: str, question: str) -> tuple[str, str] | None:
     """The LLM's steps redone with the question's own numbers (see the module docstring), as
-    (rationale, answer); None when the rationale does not parse as one step per move."""
+    (rationale, answer); None when the question is not a ring problem (its numbers are not digits of
+    the ring) or the rationale does not parse as one step per move."""
     numbers = [int(n) for n in _DIGITS.findall(question)]
     steps = [_STEP.fullmatch(part.strip()) for part in rationale.split(RATIONALE_STEP_SEPARATOR.strip())]
-    if len(numbers) < 2 or len(steps) != len(numbers) - 1 or any(step is None for step in steps):
+    if len(numbers) < 2 or any(n >= RING_SIZE for n in numbers):
+        return None
+    if len(steps) != len(numbers) - 1 or any(step is None for step in steps):
         return None
     value, written = numbers[0], []
     for step, move in zip(steps, numbers[1:]):

@@ -3,14 +3,14 @@
 Every problem places a pointer on one of ten positions numbered zero to nine (stations of a
 circle line, stalls of a round market, marks of an oven dial, digits of a safe's dial) and
 moves it 2 to 4 times, one sentence each, in one of several domains (shopping, travel,
-cooking, finance). Moving forward adds, moving back subtracts, and the positions wrap around,
-so all arithmetic is modulo 10:
+cooking, finance). All moves of a problem go the same way, forward (adding) or back
+(subtracting), and the positions wrap around, so all arithmetic is modulo 10:
 
     question:  "A circle line has ten stations, from zero to nine. Mia gets on at station 3.
-                She rides 8 stations forward. Then she rides 4 stations back.
+                She rides forward 8 stations. Then she travels ahead 4 stations.
                 At which station is Mia now?"
-    rationale: "3 + 8 = 1 . 1 - 4 = 7"
-    answer:    "7"
+    rationale: "3 + 8 = 1 . 1 + 4 = 5"
+    answer:    "5"
 
 Each single step is a lookup in a 10 x 10 table that a tiny model learns quickly. Because the
 start and the moves are uniform and wrap around, the answer is uniform given any strict subset
@@ -18,7 +18,9 @@ of them: a model that answers directly gets no shortcut from, say, the last move
 compose all steps at once. That is what a step-by-step rationale spells out.
 
 The digits in a question are exactly the start and the move sizes, in order (every other
-number is written in words).
+number is written in words). One direction per problem is a measured choice: when each move
+had its own direction, tiny models needed several thousand more steps before they learned to
+bind each move's direction word to its step.
 
 Splits ("train", "test", "public") are disjoint by construction: a question belongs to the
 split chosen by a SHA-256 hash of its text, and a draw that hashes to another split is
@@ -230,8 +232,8 @@ def _draw_example(rng: np.random.Generator, domain: str, num_steps: int) -> Exam
     value = int(rng.integers(RING_SIZE))
     sentences = [fill(_pick(rng, spec.setup)), fill(_pick(rng, spec.start), a=value)]
     steps = []
+    symbol = "+" if rng.random() < 0.5 else "-"
     for _ in range(num_steps):
-        symbol = "+" if rng.random() < 0.5 else "-"
         move = int(rng.integers(1, RING_SIZE))
         result = (value + move) % RING_SIZE if symbol == "+" else (value - move) % RING_SIZE
         sentences.append(fill(_pick(rng, spec.steps[symbol]), b=move))

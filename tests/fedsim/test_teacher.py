@@ -83,7 +83,8 @@ def test_arithmetic_chains_follow_the_ring():
             expected = (int(a) + int(b)) % RING_SIZE if sign == "+" else (int(a) - int(b)) % RING_SIZE
             assert int(c) == expected
         assert 1 <= len(re.findall("=", text)) <= 4
-    assert (encoded["labels"][:, 0] == -100).all()
+    targets = encoded["labels"] != -100
+    assert targets.any() and (encoded["input_ids"][:, :-1][targets[:, 1:]] == tokenizer.encode(" =")[0]).all()
 
 
 def test_in_process_llm_answers_each_prompt_once_per_call(trained):

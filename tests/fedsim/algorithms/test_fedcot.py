@@ -160,6 +160,7 @@ def test_recover_redoes_the_steps_with_the_question_numbers():
     assert recover("5 + 2 = 7 . 7 - 4 = 3", question) == ("3 + 8 = 1 . 1 - 4 = 7", "7")
     assert recover("5 + 2 = 7", question) is None  # one step for two moves
     assert recover("no steps here", question) is None
+    assert recover("12 + 30 = 42", "Tom has 12 apples and buys 30 more.") is None  # not a ring problem
 
 
 def test_cut_keeps_the_end_of_the_question():

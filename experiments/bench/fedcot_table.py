@@ -1,5 +1,10 @@
 """FedCoT accuracy table on the built-in task, and one FedCoT run with many clients.
 
+Clients' SLMs are a preset with LoRA, randomly initialised, or (--student-base-steps N) first
+pretrained on the public split with the teacher's own recipe at a smaller budget: a stand-in for a
+pretrained SLM (the papers' SLMs are pretrained models). Either way every row starts from the same
+student.
+
 Rows: the `local` baseline with answer-only targets; `local` trained on the clients' GOLD rationales
 (which FedCoT clients never have: what FedCoT at eps inf could reach with a perfect teacher); FedCoT with EM and with AEM at each per-token
 eps (inf sends the questions unperturbed; EM and AEM then coincide and run once), each evaluated on
@@ -159,6 +164,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", type=Path, default=Path("runs/teacher"))
     parser.add_argument("--student", default="llama-0.3m", help="client SLM preset or local model directory")
+    parser.add_argument("--student-base-steps", type=int, default=0,
+                        help="> 0: clients start from the student preset pretrained on public data with the "
+                             "teacher's recipe for this many question steps (0: randomly initialised)")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--train-per-client", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
@@ -173,6 +181,12 @@ def main() -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     teacher_report, _ = ensure_teacher(args.teacher)
+    student_report = None
+    if args.student_base_steps:
+        base_dir = Path("runs") / f"student-base-{args.student}-{args.student_base_steps}"
+        student_report, _ = ensure_teacher(base_dir, preset=args.student, steps=args.student_base_steps,
+                                           seed=args.seed + 1)
+        args.student = str(base_dir)
     llm = InProcessLLM(args.teacher)
     started = time.perf_counter()
     rows = [{"name": "local, answer-only", **run_in_process(base_config(args, "local"), llm)}]
@@ -189,10 +203,11 @@ def main() -> None:
             rows.append({"name": name, "mechanism": mechanism, "eps_per_token": eps,
                          **run_in_process(base_config(args, "fedcot", mechanism=mechanism, eps_per_token=eps), llm)})
             print(f"{name}: {rows[-1]}", flush=True)
-        accuracies = {m: teacher_accuracy(args, llm, m, eps) for m in ("em", "aem")}
-        teacher.append({"eps": eps, **accuracies})
+        accuracies = {m: teacher_accuracy(args, llm, m, eps) for m in mechanisms}
+        teacher.append({"eps": eps, "em": accuracies["em"], "aem": accuracies.get("aem", accuracies["em"])})
     results = {
         "setup": {"teacher": str(args.teacher), "teacher_report": teacher_report.__dict__, "student": args.student,
+                  "student_base_report": student_report.__dict__ if student_report else None,
                   "clients": args.clients, "train_per_client": args.train_per_client, "rounds": args.rounds,
                   "local_steps": args.local_steps, "lr": args.lr,
                   "lora": "r 16, alpha 32, all-linear, trainable embeddings", "test_size": args.test_size,

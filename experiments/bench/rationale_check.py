@@ -59,7 +59,7 @@ def train_and_evaluate(args: argparse.Namespace, method: str, target: str, train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="llama-0.3m", choices=sorted(PRESETS))
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--n-train", type=int, default=8000)
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)

@@ -41,21 +41,29 @@ def _random_like(adapter, seed):
     ("gpt2-0.3m", "all-linear", 5 * 8 * ((64 + 192) + (64 + 64) + (64 + 256) + (256 + 64))),
 ])
 def test_adapter_sizes_follow_the_formula(tokenizer, preset, targets, expected):
-    model = attach_lora(build_model(preset, tokenizer, 0), LoraSettings(r=8, target_modules=targets))
+    settings = LoraSettings(r=8, target_modules=targets, train_embeddings=False, train_norms=False)
+    model = attach_lora(build_model(preset, tokenizer, 0), settings)
     assert adapter_num_params(model) == expected
     assert all(".default." not in name and not name.startswith("base_model") for name in get_adapter(model))
 
 
-def test_train_embeddings_adds_the_tied_embedding_once(tokenizer):
-    for preset in ("llama-0.3m", "gpt2-0.3m"):
-        plain = attach_lora(build_model(preset, tokenizer, 0), LoraSettings())
-        with_embeddings = attach_lora(build_model(preset, tokenizer, 0), LoraSettings(train_embeddings=True))
-        hidden = PRESETS[preset].hidden_size
-        assert adapter_num_params(with_embeddings) == adapter_num_params(plain) + len(tokenizer) * hidden
+@pytest.mark.parametrize("preset, norm_params", [
+    ("llama-0.3m", (5 * 2 + 1) * 64),  # two RMSNorm weights per layer and a final one
+    ("gpt2-0.3m", (5 * 2 + 1) * 2 * 64),  # LayerNorms have a weight and a bias
+])
+def test_embeddings_and_norms_add_their_parameters(tokenizer, preset, norm_params):
+    def size(**flags):
+        return adapter_num_params(attach_lora(build_model(preset, tokenizer, 0), LoraSettings(**flags)))
+
+    plain = size(train_embeddings=False, train_norms=False)
+    embedding = len(tokenizer) * PRESETS[preset].hidden_size  # tied: counted once
+    assert size(train_embeddings=True, train_norms=False) == plain + embedding
+    assert size(train_embeddings=False, train_norms=True) == plain + norm_params
+    assert size() == plain + embedding + norm_params  # the defaults train both
 
 
 def test_set_adapter_changes_outputs_exactly_as_a_merged_update(tokenizer):
-    settings = LoraSettings(r=4, alpha=8, target_modules="attention")
+    settings = LoraSettings(r=4, alpha=8, target_modules="attention", train_embeddings=False, train_norms=False)
     model = attach_lora(build_model("llama-0.3m", tokenizer, 3), settings)
     original = get_adapter(model)
     before = _logits(model)
@@ -81,12 +89,27 @@ def test_set_adapter_changes_outputs_exactly_as_a_merged_update(tokenizer):
 
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 def test_keys_do_not_depend_on_the_peft_adapter_name(tokenizer):
-    ours = attach_lora(build_model("gpt2-0.3m", tokenizer, 0), LoraSettings())
+    settings = LoraSettings(target_modules="attention", train_embeddings=False, train_norms=False)
+    ours = attach_lora(build_model("gpt2-0.3m", tokenizer, 0), settings)
     config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=r".*\.attn\.c_attn|.*\.attn\.c_proj",
                              fan_in_fan_out=True, task_type="CAUSAL_LM")
     theirs = peft.get_peft_model(build_model("gpt2-0.3m", tokenizer, 0), config, adapter_name="client7")
     assert list(get_adapter(ours)) == list(get_adapter(theirs))
     set_adapter(theirs, get_adapter(ours))
+
+
+def test_default_adapter_round_trip_includes_embeddings_and_norms(tokenizer):
+    model = attach_lora(build_model("gpt2-0.3m", tokenizer, 1), LoraSettings())
+    original, before = get_adapter(model), _logits(model)
+    assert {"transformer.wte.weight", "transformer.ln_f.bias"} <= set(original)
+    changed = dict(original)
+    changed["transformer.wte.weight"] = original["transformer.wte.weight"] * 2
+    set_adapter(model, changed)
+    assert torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
+    assert torch.equal(model.get_input_embeddings().weight, torch.from_numpy(changed["transformer.wte.weight"]))
+    assert not torch.allclose(_logits(model), before)
+    set_adapter(model, original)
+    assert torch.equal(_logits(model), before)
 
 
 def test_set_adapter_rejects_wrong_names_and_shapes(tokenizer):

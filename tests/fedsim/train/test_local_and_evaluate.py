@@ -19,7 +19,7 @@ def tokenizer():
 def _train(tokenizer, examples, mode, steps, seed=0, lora=False):
     model = build_model("llama-0.3m", tokenizer, seed=seed)
     if lora:
-        model = attach_lora(model, LoraSettings(r=8, target_modules="all-linear", train_embeddings=True))
+        model = attach_lora(model, LoraSettings())
     encoded = encode_for_training(tokenizer, examples, mode, max_len=128)
     optimizer = make_optimizer(model, lr=3e-3)
     stats = train_steps(model, encoded, optimizer, steps, batch_size=4, generator=torch.Generator().manual_seed(seed))

@@ -102,7 +102,8 @@ class LoraConfig(_Section):
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: str | list[str] = "all-linear"
-    train_embeddings: bool = False
+    train_embeddings: bool = Field(False, description="also train (and exchange) the token embeddings")
+    train_norms: bool = Field(False, description="also train (and exchange) the normalisation weights")
 
 
 class EvalConfig(_Section):

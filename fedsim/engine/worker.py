@@ -106,8 +106,9 @@ class WorkerRuntime:
                 model, tokenizer = load_pretrained(preset)
             lora = self.config.lora
             seed_torch_global(self.config.seed, SERVER, 0, f"lora-init/{preset}")
-            model = attach_lora(model, LoraSettings(lora.r, lora.alpha, lora.dropout, lora.target_modules,
-                                                    lora.train_embeddings))
+            model = attach_lora(model, LoraSettings(
+                r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules,
+                train_embeddings=lora.train_embeddings, train_norms=lora.train_norms))
             self.models[preset] = (model, tokenizer)
             self.initial[preset] = get_adapter(model)
         return self.models[preset]

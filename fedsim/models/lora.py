@@ -7,7 +7,6 @@ two workers that build the same base model agree on every key whatever their ada
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,11 +17,13 @@ from transformers import PreTrainedModel
 
 TargetModules = Literal["attention", "all-linear"] | list[str]
 
-# Per model_type: (attention module names, every linear module name).
-_MODULE_NAMES: dict[str, tuple[list[str], list[str]]] = {
-    "llama": (["q_proj", "k_proj", "v_proj", "o_proj"],
-              ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
-    "gpt2": ([r".*\.attn\.c_attn", r".*\.attn\.c_proj"], ["c_attn", "c_proj", "c_fc"]),
+_LLAMA_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+# Attention projections per model_type (a string is a full-match regular expression for peft).
+_ATTENTION_MODULES: dict[str, str | list[str]] = {
+    "llama": _LLAMA_ATTENTION, "mistral": _LLAMA_ATTENTION, "qwen2": _LLAMA_ATTENTION,
+    "qwen3": _LLAMA_ATTENTION, "gemma": _LLAMA_ATTENTION, "gemma2": _LLAMA_ATTENTION,
+    "opt": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "gpt2": r".*\.attn\.(c_attn|c_proj)",  # mlp.c_proj must not match
 }
 _WRAPPER_PREFIX = "base_model.model."
 
@@ -37,36 +38,32 @@ class LoraSettings:
 
     `train_embeddings` also trains the token embeddings (input and output, one matrix when
     tied) and `train_norms` the weights (and biases) of every normalisation layer; both are
-    trained in place and become part of the exchanged adapter.
-
-    The defaults are the measured recipe for the tiny presets, whose base is random: with the
-    frozen random embeddings and norms, a LoRA on the projections alone cannot even scale its
-    logits (loss stayed at 5.5 nats, the vocabulary has 562 tokens), while all-linear LoRA with
-    trainable embeddings and norms learns the task (see experiments/bench/rationale_check.py).
-    For a large pretrained model, use target_modules="attention", train_embeddings=False and
-    train_norms=False (r 8, alpha 16, dropout 0.05 as in the reference defaults).
+    trained in place and become part of the exchanged adapter. Both are off by default, as
+    for a large pretrained model (r 8, alpha 16, dropout 0.05 as in the reference defaults).
     """
 
     r: int = 8
-    alpha: int = 16
+    alpha: float = 16
     dropout: float = 0.05
     target_modules: TargetModules = "all-linear"
-    train_embeddings: bool = True
-    train_norms: bool = True
+    train_embeddings: bool = False
+    train_norms: bool = False
 
 
 def attach_lora(model: PreTrainedModel, settings: LoraSettings) -> peft.PeftModel:
     """Freeze `model` and wrap it with a LoRA adapter as `settings` say."""
     model_type = model.config.model_type
-    if model_type not in _MODULE_NAMES:
-        raise ValueError(f"LoRA targets are known for {sorted(_MODULE_NAMES)}, not {model_type!r}")
     if settings.r < 1:
         raise ValueError(f"LoRA rank r must be >= 1, got {settings.r}")
-    attention, all_linear = _MODULE_NAMES[model_type]
     if settings.target_modules == "attention":
-        targets: str | list[str] = attention if model_type != "gpt2" else "|".join(attention)
+        if model_type not in _ATTENTION_MODULES:
+            raise ValueError(
+                f"attention module names are known for {sorted(_ATTENTION_MODULES)}, not {model_type!r}; "
+                f"give target_modules as a list of module names"
+            )
+        targets: str | list[str] = _ATTENTION_MODULES[model_type]
     elif settings.target_modules == "all-linear":
-        targets = all_linear
+        targets = "all-linear"  # peft: every linear layer but the output head
     elif isinstance(settings.target_modules, list) and settings.target_modules:
         targets = list(settings.target_modules)
     else:

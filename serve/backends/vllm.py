@@ -47,8 +47,9 @@ class VLLMOptions:
             raise ServeConfigError("backend_options.max_logprobs and tensor_parallel_size must be >= 1")
         if self.lora is not None:
             settings = parse_options(fedsim_lora.LoraSettings, self.lora, "backend_options.lora")
-            if settings.train_embeddings:
-                raise ServeConfigError("backend_options.lora.train_embeddings is not supported by the vllm backend")
+            for option in ("train_embeddings", "train_norms"):
+                if getattr(settings, option):
+                    raise ServeConfigError(f"backend_options.lora.{option} is not supported by the vllm backend")
 
 
 def _lora_layout(model_path: Path, settings: fedsim_lora.LoraSettings) -> tuple[dict[str, tuple[int, ...]], Any]:

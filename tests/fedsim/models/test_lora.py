@@ -59,7 +59,8 @@ def test_embeddings_and_norms_add_their_parameters(tokenizer, preset, norm_param
     embedding = len(tokenizer) * PRESETS[preset].hidden_size  # tied: counted once
     assert size(train_embeddings=True, train_norms=False) == plain + embedding
     assert size(train_embeddings=False, train_norms=True) == plain + norm_params
-    assert size() == plain + embedding + norm_params  # the defaults train both
+    assert size(train_embeddings=True, train_norms=True) == plain + embedding + norm_params
+    assert size() == plain  # the defaults train neither
 
 
 def test_set_adapter_changes_outputs_exactly_as_a_merged_update(tokenizer):
@@ -98,8 +99,8 @@ def test_keys_do_not_depend_on_the_peft_adapter_name(tokenizer):
     set_adapter(theirs, get_adapter(ours))
 
 
-def test_default_adapter_round_trip_includes_embeddings_and_norms(tokenizer):
-    model = attach_lora(build_model("gpt2-0.3m", tokenizer, 1), LoraSettings())
+def test_adapter_round_trip_with_embeddings_and_norms(tokenizer):
+    model = attach_lora(build_model("gpt2-0.3m", tokenizer, 1), LoraSettings(train_embeddings=True, train_norms=True))
     original, before = get_adapter(model), _logits(model)
     assert {"transformer.wte.weight", "transformer.ln_f.bias"} <= set(original)
     changed = dict(original)

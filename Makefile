@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bases clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python experiments/bench/overhead.py
+
+# Rebuild the pretrained bases shipped in fedsim/models/assets/bases (minutes on one core each).
+bases: $(STAMP)
+	$(BIN)/fedsim pretrain --preset llama-0.3m --arithmetic-steps 1500 --steps 1200 --seed 1 \
+		--out fedsim/models/assets/bases/llama-0.3m-pt --force
 
 clean:
 	rm -rf $(VENV) runs

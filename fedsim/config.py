@@ -73,6 +73,10 @@ class ClientsConfig(_Section):
             raise ValueError("clients.presets needs at least one preset")
         if any(share <= 0 for share in value.values()):
             raise ValueError("clients.presets shares must be > 0")
+        from fedsim.models.presets import check_model_name
+
+        for name in value:
+            check_model_name(name)
         return value
 
     @model_validator(mode="after")

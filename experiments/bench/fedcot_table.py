@@ -36,6 +36,7 @@ import math  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -49,7 +50,8 @@ from fedsim.data.task import Example  # noqa: E402
 from fedsim.engine.coordinator import RoundEngine  # noqa: E402
 from fedsim.engine.inprocess import InProcessExecutor  # noqa: E402
 from fedsim.rng import numpy_stream  # noqa: E402
-from fedsim.teacher import InProcessLLM, ensure_teacher  # noqa: E402
+from fedsim.pretrain import PretrainSettings, ensure_pretrained  # noqa: E402
+from fedsim.teacher import TEACHER, InProcessLLM  # noqa: E402
 from fedsim.train.batching import render_prompt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fedcot_table.json"
@@ -180,12 +182,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    teacher_report, _ = ensure_teacher(args.teacher)
+    teacher_report, _ = ensure_pretrained(args.teacher, TEACHER)
     student_report = None
     if args.student_base_steps:
         base_dir = Path("runs") / f"student-base-{args.student}-{args.student_base_steps}"
-        student_report, _ = ensure_teacher(base_dir, preset=args.student, steps=args.student_base_steps,
-                                           seed=args.seed + 1)
+        student_report, _ = ensure_pretrained(base_dir, PretrainSettings(
+            preset=args.student, arithmetic_steps=1500, steps=args.student_base_steps, seed=args.seed + 1))
         args.student = str(base_dir)
     llm = InProcessLLM(args.teacher)
     started = time.perf_counter()
@@ -206,8 +208,8 @@ def main() -> None:
         accuracies = {m: teacher_accuracy(args, llm, m, eps) for m in mechanisms}
         teacher.append({"eps": eps, "em": accuracies["em"], "aem": accuracies.get("aem", accuracies["em"])})
     results = {
-        "setup": {"teacher": str(args.teacher), "teacher_report": teacher_report.__dict__, "student": args.student,
-                  "student_base_report": student_report.__dict__ if student_report else None,
+        "setup": {"teacher": str(args.teacher), "teacher_report": asdict(teacher_report), "student": args.student,
+                  "student_base_report": asdict(student_report) if student_report else None,
                   "clients": args.clients, "train_per_client": args.train_per_client, "rounds": args.rounds,
                   "local_steps": args.local_steps, "lr": args.lr,
                   "lora": "r 16, alpha 32, all-linear, trainable embeddings", "test_size": args.test_size,

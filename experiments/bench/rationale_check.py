@@ -3,6 +3,11 @@ answers alone and one on rationales + answers, with the same steps, data, seed a
 are evaluated by exact match on the test split (the answer student answers directly, the
 rationale student writes its steps first). Optionally the same pair is trained with LoRA.
 
+Both students start from the same base: by default the preset pretrained on ring arithmetic
+alone (fedsim.pretrain, --base-steps arithmetic steps, no questions; saved under runs/bases and
+reused), the way a real student starts from a pretrained model that can already add; with
+--base-steps 0 both start from random weights.
+
     python experiments/bench/rationale_check.py                       # full fine-tuning
     python experiments/bench/rationale_check.py --methods full lora   # also LoRA (default recipe)
 
@@ -14,13 +19,15 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from fedsim.data.task import generate_examples
 from fedsim.models.lora import LoraSettings, adapter_num_params, attach_lora
-from fedsim.models.presets import PRESETS, build_model, num_parameters
+from fedsim.models.presets import PRESETS, build_model, load_pretrained, num_parameters
+from fedsim.pretrain import PretrainSettings, ensure_pretrained
 from fedsim.models.tokenizer import builtin_tokenizer
 from fedsim.train.batching import encode_for_training
 from fedsim.train.evaluate import exact_match
@@ -34,7 +41,7 @@ MAX_LEN = 160
 def train_and_evaluate(args: argparse.Namespace, method: str, target: str, train, test) -> dict:
     """Train one student and return its row of results."""
     tokenizer = builtin_tokenizer()
-    model = build_model(args.preset, tokenizer, seed=args.seed)
+    model = load_pretrained(args.base_dir)[0] if args.base_steps else build_model(args.preset, tokenizer, args.seed)
     if method == "lora":
         model = attach_lora(model, LoraSettings(r=args.lora_r, alpha=2 * args.lora_r))
         trained = adapter_num_params(model)
@@ -68,9 +75,18 @@ def main() -> None:
     parser.add_argument("--lora-lr", type=float, default=3e-3)
     parser.add_argument("--lora-r", type=int, default=LoraSettings.r)
     parser.add_argument("--methods", nargs="+", default=["full"], choices=["full", "lora"])
+    parser.add_argument("--base-steps", type=int, default=1500,
+                        help="ring-arithmetic pretraining steps of the students' base (0: random weights)")
+    parser.add_argument("--base-dir", type=Path, help="where the base is saved (default runs/bases/...)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    base = None
+    if args.base_steps:
+        args.base_dir = args.base_dir or Path("runs/bases") / f"{args.preset}-arithmetic-{args.base_steps}"
+        base, _ = ensure_pretrained(args.base_dir, PretrainSettings(
+            preset=args.preset, arithmetic_steps=args.base_steps, steps=0, seed=args.seed + 1))
+        print(base.summary(), flush=True)
 
     train = generate_examples(args.n_train, args.seed, "train")
     test = generate_examples(args.n_test, args.seed, "test")
@@ -82,7 +98,8 @@ def main() -> None:
             print(f"  {method:>4} {target:>9}: exact match {row['exact_match']:.3f} "
                   f"({row['train_seconds']:.0f} s training)", flush=True)
 
-    print(f"\npreset {args.preset}, {args.steps} steps x batch {args.batch_size}, {args.n_train} train / "
+    start = f"base {args.base_dir}" if base else "random weights"
+    print(f"\npreset {args.preset} from {start}, {args.steps} steps x batch {args.batch_size}, {args.n_train} train / "
           f"{args.n_test} test examples, seed {args.seed}")
     print(f"{'method':<7}{'target':<11}{'trained params':>15}{'exact match':>13}{'final loss':>12}{'train s':>9}")
     for row in rows:
@@ -97,7 +114,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     args.out.write_text(json.dumps({
-        "config": config, "rows": rows, "gap_points": {m: 100 * g for m, g in gaps.items()},
+        "config": config, "base_report": asdict(base) if base else None, "rows": rows, "gap_points": {m: 100 * g for m, g in gaps.items()},
         "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
     }, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -48,9 +48,8 @@ from fedsim.comm import SERVER, Message
 from fedsim.config import ExperimentConfig
 from fedsim.data.task import RATIONALE_STEP_SEPARATOR, RING_SIZE, Example
 from fedsim.privacy.accounting import PureEpsEntry
-from fedsim.train.batching import ANSWER_MARKER, IGNORE_INDEX, encode_for_training, extract_answer, render_prompt
-from fedsim.train.local import TrainStats
-from fedsim.train.losses import causal_lm_loss
+from fedsim.train.batching import ANSWER_MARKER, encode_for_training, extract_answer, render_prompt
+from fedsim.train.local import TrainStats, batch_loss, check_steps, minibatches, optimizer_step
 
 RELEASE = "fedcot_prompts"
 REPLACE_ONE = NeighboringRelation.REPLACE_ONE
@@ -124,15 +123,6 @@ class MultiTaskData:
     rationale_row: torch.Tensor
 
 
-def _batch_loss(model: torch.nn.Module, encoded: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Token-mean cross-entropy of `rows` (trimmed to their longest) and its number of target tokens."""
-    attention_mask = encoded["attention_mask"][rows]
-    width = int(attention_mask.sum(dim=1).max())
-    labels = encoded["labels"][rows, :width]
-    logits = model(input_ids=encoded["input_ids"][rows, :width], attention_mask=attention_mask[:, :width]).logits
-    return causal_lm_loss(logits, labels), int((labels[:, 1:] != IGNORE_INDEX).sum())
-
-
 def train_multitask(model: torch.nn.Module, data: MultiTaskData, optimizer: torch.optim.Optimizer, steps: int,
                     batch_size: int, alpha: float, generator: torch.Generator,
                     max_grad_norm: float | None = 1.0) -> TrainStats:
@@ -140,45 +130,34 @@ def train_multitask(model: torch.nn.Module, data: MultiTaskData, optimizer: torc
     rows; rows walk through successive random permutations, as in fedsim.train.local.train_steps
     (with alpha 0 or 1 the two produce the same updates). A task with weight 0 is not computed;
     a batch whose rows have no rationale takes the answer term alone."""
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    check_steps(steps, batch_size)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     if alpha > 0 and data.rationale is None:
         raise ValueError("alpha > 0 needs rationales, and no example has one")
     num_rows = data.answer["input_ids"].shape[0]
-    batch_size = min(batch_size, num_rows)
-    trainable = [p for p in model.parameters() if p.requires_grad]
     model.train()
-    order = torch.randperm(num_rows, generator=generator)
-    position, losses, tokens = 0, [], 0
+    batches = minibatches(num_rows, batch_size, generator)
+    losses, tokens = [], 0
     for _ in range(steps):
-        if position + batch_size > num_rows:
-            order = torch.randperm(num_rows, generator=generator)
-            position = 0
-        rows = order[position: position + batch_size]
-        position += batch_size
+        rows = next(batches)
         loss = None
         rationale_rows = data.rationale_row[rows]
         rationale_rows = rationale_rows[rationale_rows >= 0]
         if alpha > 0 and rationale_rows.numel():
-            rationale_loss, count = _batch_loss(model, data.rationale, rationale_rows)
+            rationale_loss, count = batch_loss(model, data.rationale, rationale_rows)
             loss, tokens = alpha * rationale_loss, tokens + count
         if alpha < 1:
-            answer_loss, count = _batch_loss(model, data.answer, rows)
+            answer_loss, count = batch_loss(model, data.answer, rows)
             weighted = (1 - alpha) * answer_loss
             loss, tokens = (weighted if loss is None else loss + weighted), tokens + count
         if loss is None:  # alpha 1 and no rationale in this batch
             continue
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
-        optimizer.step()
+        optimizer_step(optimizer, loss, max_grad_norm)
         losses.append(loss.item())
     if not losses:
         raise ValueError("no batch had a training target")
-    return TrainStats(steps=len(losses), samples=len(losses) * batch_size, tokens=tokens,
+    return TrainStats(steps=len(losses), samples=len(losses) * min(batch_size, num_rows), tokens=tokens,
                       mean_loss=sum(losses) / len(losses), final_loss=losses[-1])
 
 

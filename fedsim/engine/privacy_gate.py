@@ -142,4 +142,6 @@ class PrivacyGate:
             "eps_server": summary["server_eps_pld"], "eps_server_rdp": summary["server_eps_rdp"],
             "privacy_refused": sum(row.refused for row in self.ledger.rows() if row.round == round_index),
             "delta": summary["delta"],
+            "dp_sgd_sigma_max": max(self._sigma_by_rate.values(), default=self.config.privacy.dp_sgd.noise_multiplier)
+            if self.config.privacy.dp_sgd is not None else None,
         }

@@ -2,7 +2,10 @@
 
 A preset name ("llama-1m", "gpt2-5m", ...) builds a seeded, randomly initialised causal LM
 sized for the built-in tokenizer; the number in the name is the approximate parameter count.
-Anything else is a local Hugging Face directory: nothing is ever fetched from the hub.
+A pretrained base name ("llama-0.3m-pt") loads a preset that fedsim.pretrain trained on the
+task's public split, shipped with the package (`make bases` rebuilds them; each directory's
+pretrain.json says how and how well). Anything else is a local Hugging Face directory: nothing is
+ever fetched from the hub.
 """
 from __future__ import annotations
 
@@ -68,6 +71,31 @@ PRESETS: dict[str, PresetSpec] = {
 }
 
 
+BASES_DIR = Path(__file__).resolve().parent / "assets" / "bases"
+# Pretrained base name -> its preset (the directory under BASES_DIR is named after the base).
+PRETRAINED_BASES: dict[str, str] = {"llama-0.3m-pt": "llama-0.3m"}
+
+
+def model_directory(name_or_path: str | Path) -> Path:
+    """The directory a pretrained base name or a local path stands for."""
+    if str(name_or_path) in PRETRAINED_BASES:
+        return BASES_DIR / str(name_or_path)
+    return Path(name_or_path).expanduser()
+
+
+def check_model_name(name_or_path: str) -> None:
+    """Raise ModelPathError unless `name_or_path` is a preset, a shipped base or a model directory."""
+    if name_or_path in PRESETS:
+        return
+    directory = model_directory(name_or_path)
+    if name_or_path in PRETRAINED_BASES and not (directory / "config.json").is_file():
+        raise ModelPathError(f"{name_or_path}: the pretrained base is missing from {directory}; "
+                             f"rebuild it with `make bases`")
+    if not (directory / "config.json").is_file():
+        raise ModelPathError(f"{name_or_path}: not a preset ({sorted(PRESETS)}), a pretrained base "
+                             f"({sorted(PRETRAINED_BASES)}) or a Hugging Face model directory with a config.json")
+
+
 def build_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
     """A preset built with random weights drawn from `seed`, or the model saved at a local path."""
     if name_or_path in PRESETS:
@@ -88,15 +116,17 @@ def build_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase, seed: int
 
 
 def architecture_key(name_or_path: str) -> str:
-    """What identifies a base model: the preset name, or the resolved local path."""
-    if name_or_path in PRESETS:
+    """What identifies a base model: the preset or base name, or the resolved local path."""
+    if name_or_path in PRESETS or name_or_path in PRETRAINED_BASES:
         return name_or_path
     return str(Path(name_or_path).expanduser().resolve())
 
 
 def load_pretrained(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local Hugging Face directory."""
-    directory = Path(path).expanduser()
+    """Load a causal LM and its tokenizer from a local Hugging Face directory (or a base's name)."""
+    if str(path) in PRETRAINED_BASES:
+        check_model_name(str(path))  # names the missing base and how to rebuild it
+    directory = model_directory(path)
     if not directory.exists():
         raise ModelPathError(f"{path}: no such model directory (and not a preset: {sorted(PRESETS)})")
     if not directory.is_dir():

@@ -51,3 +51,10 @@ def test_dump_round_trips(tmp_path):
     config = validate({"name": "x", "clients": {"presets": {"llama-1m": 1, "gpt2-1m": 1}}})
     path = write(tmp_path, dump_config(config))
     assert load_config(path) == config
+
+
+def test_unknown_model_is_named_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match=r"clients\.presets: .*llama-7b.* not a preset"):
+        validate({"clients": {"presets": {"llama-7b": 1}}})
+    with pytest.raises(ConfigError, match=r"clients\.presets: .*nowhere.* not a preset"):
+        validate({"clients": {"presets": {str(tmp_path / "nowhere"): 1}}})

@@ -23,16 +23,17 @@ from fedsim.models.lora import LoraSettings, attach_lora, get_adapter
 from fedsim.models.presets import build_model
 from fedsim.models.tokenizer import builtin_tokenizer
 from fedsim.privacy.ledger import client_unit
-from fedsim.teacher import InProcessLLM, train_teacher
+from fedsim.pretrain import PretrainSettings, pretrain
+from fedsim.teacher import InProcessLLM
 from fedsim.train.batching import encode_for_training, render_prompt
-from fedsim.train.local import make_optimizer, train_steps
+from fedsim.train.local import batch_loss, make_optimizer, train_steps
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("teacher") / "teacher"
-    train_teacher(directory, "llama-0.3m", steps=15, arithmetic_steps=5, public_size=32, batch_size=8,
-                  test_size=4)
+    pretrain(directory, PretrainSettings("llama-0.3m", arithmetic_steps=5, steps=15, public_size=32, batch_size=8,
+                                         test_size=4))
     return directory
 
 
@@ -201,11 +202,9 @@ def test_mixed_loss_weights_each_task_mean():
     _, _, _, data = multitask_setup()
     model = lora_model()
     rows = torch.randperm(6, generator=torch.Generator().manual_seed(9))[:4]
-    from fedsim.algorithms.fedcot import _batch_loss
-
     with torch.no_grad():
-        rationale_loss = _batch_loss(model, data.rationale, rows)[0].item()
-        answer_loss = _batch_loss(model, data.answer, rows)[0].item()
+        rationale_loss = batch_loss(model, data.rationale, rows)[0].item()
+        answer_loss = batch_loss(model, data.answer, rows)[0].item()
     stats = train_multitask(model, data, make_optimizer(model, 0.0), 1, 4, 0.3, torch.Generator().manual_seed(9))
     assert stats.final_loss == pytest.approx(0.3 * rationale_loss + 0.7 * answer_loss, rel=1e-5)
 

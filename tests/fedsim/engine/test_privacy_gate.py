@@ -92,5 +92,6 @@ def test_dp_sgd_releases_are_accounted_and_refused_over_budget():
     assert accountant.get_epsilon(1e-5) > 4.0  # a second round would exceed the budget ...
     assert rows[1]["clients_refused"] == 3 and rows[1]["clients_succeeded"] == 0  # ... so it is refused
     assert rows[2]["eps_client_max"] == rows[0]["eps_client_max"]
+    assert rows[0]["dp_sgd_sigma_max"] == 1.0
     refusals = [r for r in engine.privacy.ledger.rows() if r.refused]
     assert len(refusals) == 6 and all(r.mechanism == "dp_sgd" for r in refusals)

@@ -9,11 +9,14 @@ from fedsim.models.presets import (
     ModelPathError,
     architecture_key,
     build_model,
+    check_model_name,
     load_pretrained,
+    model_directory,
     num_parameters,
     save_pretrained,
 )
 from fedsim.models.tokenizer import builtin_tokenizer
+from fedsim.pretrain import load_report
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +68,19 @@ def test_model_path_errors(tmp_path, tokenizer):
         load_pretrained(tmp_path / "broken")
     with pytest.raises(ModelPathError):
         build_model("not-a-preset-or-path", tokenizer, seed=0)
+
+
+def test_the_shipped_pretrained_base_loads_with_its_report():
+    model, tokenizer = load_pretrained("llama-0.3m-pt")
+    report = load_report(model_directory("llama-0.3m-pt"))
+    assert report is not None and report.settings.preset == "llama-0.3m"
+    assert num_parameters(model) == report.num_parameters and len(tokenizer) == len(builtin_tokenizer())
+    assert architecture_key("llama-0.3m-pt") == "llama-0.3m-pt"
+
+
+def test_unknown_model_names_are_named(tmp_path):
+    for bad in ("llama-9m", str(tmp_path / "missing")):
+        with pytest.raises(ModelPathError, match="not a preset"):
+            check_model_name(bad)
+    check_model_name("gpt2-1m")
+    check_model_name("llama-0.3m-pt")

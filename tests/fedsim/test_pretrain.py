@@ -1,6 +1,7 @@
-"""The teacher LLM of the built-in task: training, saving, reuse, the CLI and in-process generation."""
+"""Staged pretraining (fedsim.pretrain), the teacher CLI and in-process generation (fedsim.teacher)."""
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -8,69 +9,79 @@ from fedsim.cli import main
 from fedsim.data.task import RING_SIZE
 from fedsim.models.presets import load_pretrained
 from fedsim.models.tokenizer import builtin_tokenizer
-from fedsim.teacher import (
+from fedsim.pretrain import (
     REPORT_FILE,
-    InProcessLLM,
-    TeacherError,
+    PretrainError,
+    PretrainSettings,
     arithmetic_chains,
-    ensure_teacher,
+    ensure_pretrained,
     load_report,
-    train_teacher,
+    pretrain,
 )
+from fedsim.teacher import InProcessLLM
 
-TINY = {"preset": "llama-0.3m", "steps": 6, "arithmetic_steps": 4, "public_size": 16, "batch_size": 4,
-        "test_size": 4}
+TINY = PretrainSettings(preset="llama-0.3m", arithmetic_steps=4, steps=6, public_size=16, batch_size=4,
+                        test_size=4)
+TINY_FLAGS = ["--preset", "llama-0.3m", "--arithmetic-steps", "4", "--steps", "6", "--public-size", "16",
+              "--batch-size", "4", "--test-size", "4"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("teacher") / "teacher"
-    return directory, train_teacher(directory, **TINY)
+    directory = tmp_path_factory.mktemp("pretrain") / "model"
+    return directory, pretrain(directory, TINY)
 
 
 def test_saves_a_loadable_model_with_its_report(trained):
     directory, report = trained
-    assert not directory.with_name(".teacher.partial").exists()
+    assert not directory.with_name(".model.partial").exists()
     model, tokenizer = load_pretrained(directory)
     assert model.config.hidden_size == 64 and len(tokenizer) == len(builtin_tokenizer())
     saved = json.loads((directory / REPORT_FILE).read_text())
-    assert saved["steps"] == 6 and saved["arithmetic_steps"] == 4 and saved["public_size"] == 16
+    assert saved["settings"]["steps"] == 6 and saved["settings"]["arithmetic_steps"] == 4
     assert 0.0 <= saved["accuracy_rationale"] <= 1.0 and 0.0 <= saved["accuracy_answer"] <= 1.0
     assert saved["train_seconds"] > 0 and load_report(directory) == report
 
 
-def test_an_existing_teacher_is_reused_unless_forced(trained):
+def test_arithmetic_only_is_allowed(tmp_path):
+    report = pretrain(tmp_path / "arith", replace(TINY, steps=0, arithmetic_steps=2))
+    assert report.settings.steps == 0 and report.final_loss > 0
+
+
+def test_an_existing_model_is_reused_unless_forced(trained):
     directory, report = trained
     written = (directory / "model.safetensors").stat().st_mtime_ns
-    reused, trained_now = ensure_teacher(directory, **TINY)
+    reused, trained_now = ensure_pretrained(directory, TINY)
     assert not trained_now and reused == report
     assert (directory / "model.safetensors").stat().st_mtime_ns == written
     other = directory.with_name("forced")
     (other / "stale").mkdir(parents=True)  # whatever was there is replaced
-    _, trained_now = ensure_teacher(other, force=True, **TINY)
-    assert trained_now and not (other / "stale").exists() and load_report(other).preset == "llama-0.3m"
+    _, trained_now = ensure_pretrained(other, TINY, force=True)
+    assert trained_now and not (other / "stale").exists() and load_report(other).settings.preset == "llama-0.3m"
 
 
 def test_cli_reuses_and_says_so(trained, capsys):
     directory, _ = trained
-    assert main(["teacher", "train", "--out", str(directory), "--preset", "llama-0.3m", "--steps", "6",
-                 "--arithmetic-steps", "4", "--public-size", "16"]) == 0
+    assert main(["teacher", "train", "--out", str(directory), *TINY_FLAGS]) == 0
     out = capsys.readouterr().out
-    assert "reusing the teacher already trained" in out and "note:" not in out
-    assert main(["teacher", "train", "--out", str(directory), "--steps", "99"]) == 0
+    assert "reusing the model already trained" in out and "note:" not in out
+    assert main(["pretrain", "--out", str(directory), *TINY_FLAGS, "--steps", "99"]) == 0
     assert "steps 6 (asked 99)" in capsys.readouterr().out
 
 
 def test_bad_settings_are_named(tmp_path, capsys):
-    with pytest.raises(TeacherError, match="preset"):
-        train_teacher(tmp_path / "t", preset="llama-99m")
-    with pytest.raises(TeacherError, match="steps"):
-        train_teacher(tmp_path / "t", **(TINY | {"steps": 0}))
+    with pytest.raises(PretrainError, match="preset"):
+        pretrain(tmp_path / "t", replace(TINY, preset="llama-99m"))
+    with pytest.raises(PretrainError, match="batch_size"):
+        pretrain(tmp_path / "t", replace(TINY, batch_size=0))
+    with pytest.raises(PretrainError, match="at least one step"):
+        pretrain(tmp_path / "t", replace(TINY, steps=0, arithmetic_steps=0))
     assert main(["teacher", "train", "--out", str(tmp_path / "t"), "--preset", "nope"]) == 2
     assert "preset" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / REPORT_FILE).write_text("{")
-    with pytest.raises(TeacherError, match="not a teacher report"):
+    with pytest.raises(PretrainError, match="not a pretraining report"):
         load_report(tmp_path / "broken")
 
 
@@ -79,10 +90,11 @@ def test_arithmetic_chains_follow_the_ring():
     encoded = arithmetic_chains(tokenizer, 50, seed=3)
     for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"]):
         text = tokenizer.decode(ids[mask.bool()])
-        for a, sign, b, c in re.findall(r"(\d) ([+-]) (\d) = (\d)", text):
+        steps = re.findall(r"(\d) ([+-]) (\d) = (\d)", text)
+        for a, sign, b, c in steps:
             expected = (int(a) + int(b)) % RING_SIZE if sign == "+" else (int(a) - int(b)) % RING_SIZE
             assert int(c) == expected
-        assert 1 <= len(re.findall("=", text)) <= 4
+        assert 1 <= len(steps) == text.count("=") <= 4 and len({sign for _, sign, _, _ in steps}) == 1
     targets = encoded["labels"] != -100
     assert targets.any() and (encoded["input_ids"][:, :-1][targets[:, 1:]] == tokenizer.encode(" =")[0]).all()
 

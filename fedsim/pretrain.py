@@ -88,8 +88,10 @@ class PretrainReport:
     def summary(self) -> str:
         """One line for the terminal."""
         s = self.settings
-        return (f"{s.preset} ({self.num_parameters / 1e6:.2f}M parameters), {s.arithmetic_steps} "
-                f"arithmetic + {s.steps} question steps x {s.batch_size} on {s.public_size} public questions in "
+        stages = f"{s.arithmetic_steps} arithmetic steps x {ARITHMETIC_BATCH_SIZE}"
+        if s.steps:
+            stages += f" + {s.steps} question steps x {s.batch_size} on {s.public_size} public questions"
+        return (f"{s.preset} ({self.num_parameters / 1e6:.2f}M parameters), {stages} in "
                 f"{self.train_seconds / 60:.1f} min; exact match on {s.test_size} test questions: "
                 f"rationale-then-answer {100 * self.accuracy_rationale:.1f}%, answer-only "
                 f"{100 * self.accuracy_answer:.1f}% (not trained to answer directly)")

@@ -1,9 +1,8 @@
 """FedCoT accuracy table on the built-in task, and one FedCoT run with many clients.
 
-Clients' SLMs are a preset with LoRA, randomly initialised, or (--student-base-steps N) first
-pretrained on the public split with the teacher's own recipe at a smaller budget: a stand-in for a
-pretrained SLM (the papers' SLMs are pretrained models). Either way every row starts from the same
-student.
+Clients' SLMs are LoRA adapters on the shipped pretrained base llama-0.3m-pt (by default; pretrained
+with fedsim.pretrain on ring arithmetic and the public split, like the papers' pretrained SLMs):
+every row starts from the same student.
 
 Rows: the `local` baseline with answer-only targets; `local` trained on the clients' GOLD rationales
 (which FedCoT clients never have: what FedCoT at eps inf could reach with a perfect teacher); FedCoT with EM and with AEM at each per-token
@@ -50,7 +49,7 @@ from fedsim.data.task import Example  # noqa: E402
 from fedsim.engine.coordinator import RoundEngine  # noqa: E402
 from fedsim.engine.inprocess import InProcessExecutor  # noqa: E402
 from fedsim.rng import numpy_stream  # noqa: E402
-from fedsim.pretrain import PretrainSettings, ensure_pretrained  # noqa: E402
+from fedsim.pretrain import ensure_pretrained  # noqa: E402
 from fedsim.teacher import TEACHER, InProcessLLM  # noqa: E402
 from fedsim.train.batching import render_prompt  # noqa: E402
 
@@ -65,7 +64,7 @@ def base_config(args: argparse.Namespace, algorithm: str, **fedcot: Any) -> Expe
         "task": {"train_per_client": args.train_per_client, "test_size": args.test_size, "public_size": 0},
         "clients": {"num": args.clients, "per_round": args.clients, "presets": {args.student: 1.0}},
         "train": {"target": "answer", "local_steps": args.local_steps, "batch_size": 8, "lr": args.lr},
-        "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear", "train_embeddings": True},
+        "lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"},
         "eval": {"every": args.rounds, "mode": "both", "max_clients": args.eval_clients,
                  "client_test_size": args.test_size},
         "llm": {"model": str(args.teacher)},
@@ -165,10 +164,7 @@ def print_table(results: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", type=Path, default=Path("runs/teacher"))
-    parser.add_argument("--student", default="llama-0.3m", help="client SLM preset or local model directory")
-    parser.add_argument("--student-base-steps", type=int, default=0,
-                        help="> 0: clients start from the student preset pretrained on public data with the "
-                             "teacher's recipe for this many question steps (0: randomly initialised)")
+    parser.add_argument("--student", default="llama-0.3m-pt", help="client SLM preset or local model directory")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--train-per-client", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
@@ -183,12 +179,6 @@ def main() -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     teacher_report, _ = ensure_pretrained(args.teacher, TEACHER)
-    student_report = None
-    if args.student_base_steps:
-        base_dir = Path("runs") / f"student-base-{args.student}-{args.student_base_steps}"
-        student_report, _ = ensure_pretrained(base_dir, PretrainSettings(
-            preset=args.student, arithmetic_steps=1500, steps=args.student_base_steps, seed=args.seed + 1))
-        args.student = str(base_dir)
     llm = InProcessLLM(args.teacher)
     started = time.perf_counter()
     rows = [{"name": "local, answer-only", **run_in_process(base_config(args, "local"), llm)}]
@@ -209,10 +199,9 @@ def main() -> None:
         teacher.append({"eps": eps, "em": accuracies["em"], "aem": accuracies.get("aem", accuracies["em"])})
     results = {
         "setup": {"teacher": str(args.teacher), "teacher_report": asdict(teacher_report), "student": args.student,
-                  "student_base_report": asdict(student_report) if student_report else None,
                   "clients": args.clients, "train_per_client": args.train_per_client, "rounds": args.rounds,
                   "local_steps": args.local_steps, "lr": args.lr,
-                  "lora": "r 16, alpha 32, all-linear, trainable embeddings", "test_size": args.test_size,
+                  "lora": "r 8, alpha 16, all-linear", "test_size": args.test_size,
                   "eval_clients": args.eval_clients, "engine": "in-process (fedsim.engine.inprocess)",
                   "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads 1"},
         "rows": rows, "teacher": teacher, "grid_wall_s": time.perf_counter() - started,

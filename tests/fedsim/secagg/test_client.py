@@ -61,7 +61,8 @@ def test_stage_order_and_routing_are_checked():
         SecAggClient(7, 2, SPEC, SecAggConfig(mode="cost"), rng_seed=0)
 
 
-def test_tampered_shares_are_rejected():
+def _three_clients_after_sharing() -> tuple[SecAggServer, dict[int, SecAggClient]]:
+    """A server and clients 0-2 of round 0 that have advertised keys and shared their secrets."""
     config = SecAggConfig()
     server = SecAggServer(config, 0, [0, 1, 2], SPEC)
     clients = {i: SecAggClient(i, 0, SPEC, config, rng_seed=i) for i in range(3)}
@@ -69,6 +70,11 @@ def test_tampered_shares_are_rejected():
         server.receive_keys(client.advertise_keys())
     for message in server.broadcast_keys():
         server.receive_shares(clients[message.receiver].share_keys(message))
+    return server, clients
+
+
+def test_tampered_shares_are_rejected():
+    server, clients = _three_clients_after_sharing()
     forwarded = {m.receiver: m for m in server.forward_shares()}
     ciphertexts = dict(forwarded[0].ciphertexts)
     ciphertexts[1] = ciphertexts[2]  # a share meant from client 2, presented as from client 1
@@ -77,13 +83,7 @@ def test_tampered_shares_are_rejected():
 
 
 def test_client_and_server_state_survive_pickling_between_stages():
-    config = SecAggConfig()
-    server = SecAggServer(config, 0, [0, 1, 2], SPEC)
-    clients = {i: SecAggClient(i, 0, SPEC, config, rng_seed=i) for i in range(3)}
-    for client in clients.values():
-        server.receive_keys(client.advertise_keys())
-    for message in server.broadcast_keys():
-        server.receive_shares(clients[message.receiver].share_keys(message))
+    server, clients = _three_clients_after_sharing()
     server = pickle.loads(pickle.dumps(server))
     clients = {i: pickle.loads(pickle.dumps(client)) for i, client in clients.items()}
     forwarded = pickle.loads(pickle.dumps(server.forward_shares()))

@@ -43,7 +43,8 @@ def train_adapter(ctx: ClientContext, start: Arrays, steps: int | None = None) -
     batches = torch_stream(config.seed, ctx.client, ctx.round_index, "batches")
     steps = steps or config.train.local_steps
     if ctx.dp_noise_multiplier is not None:
-        return get_adapter(ctx.model), _train_private(ctx, encoded, steps, batches)
+        stats = _train_private(ctx, encoded, steps, batches)
+        return get_adapter(ctx.model), stats
     optimizer = make_optimizer(ctx.model, config.train.lr, config.train.weight_decay)
     if config.train.keep_optimizer_state and "optimizer" in ctx.state:
         optimizer.load_state_dict(ctx.state["optimizer"])

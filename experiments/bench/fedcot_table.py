@@ -68,7 +68,7 @@ def base_config(args: argparse.Namespace, algorithm: str, **fedcot: Any) -> Expe
         "eval": {"every": args.rounds, "mode": "both", "max_clients": args.eval_clients,
                  "client_test_size": args.test_size},
         "llm": {"model": str(args.teacher)},
-        "fedcot": {"max_new_tokens": 48, "max_prompt_tokens": 72, **fedcot},
+        "fedcot": {"max_new_tokens": 48, "max_prompt_tokens": 72, "alpha": args.alpha, **fedcot},
     })
 
 
@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--local-steps", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--alpha", type=float, default=0.9, help="FedCoT's weight of the rationale loss")
     parser.add_argument("--test-size", type=int, default=100)
     parser.add_argument("--eval-clients", type=int, default=10)
     parser.add_argument("--eps", type=float, nargs="+", default=list(EPS_GRID))
@@ -200,7 +201,7 @@ def main() -> None:
     results = {
         "setup": {"teacher": str(args.teacher), "teacher_report": asdict(teacher_report), "student": args.student,
                   "clients": args.clients, "train_per_client": args.train_per_client, "rounds": args.rounds,
-                  "local_steps": args.local_steps, "lr": args.lr,
+                  "local_steps": args.local_steps, "lr": args.lr, "alpha": args.alpha,
                   "lora": "r 8, alpha 16, all-linear", "test_size": args.test_size,
                   "eval_clients": args.eval_clients, "engine": "in-process (fedsim.engine.inprocess)",
                   "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads 1"},

@@ -157,13 +157,15 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-timeout-s", type=float, nargs="+", default=[0.02],
                         help="one batched run per value")
+    parser.add_argument("--hidden-size", type=int, default=64, help="of the random Llama served")
+    parser.add_argument("--num-layers", type=int, default=2, help="of the random Llama served")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fedsim-bench-llm-") as folder:
-        model_path = build_tiny_llm(folder)
+        model_path = build_tiny_llm(folder, hidden_size=args.hidden_size, num_layers=args.num_layers)
         vocab_size = json.loads((model_path / "config.json").read_text())["vocab_size"]
         workloads = caller_workloads(args, vocab_size)
         ceilings = compute_ceilings(model_path, workloads, args)

@@ -17,6 +17,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/fedsim run experiments/quickstart.yaml
+	$(BIN)/fedsim teacher train    # once (about 17 minutes on one core); reused afterwards
+	$(BIN)/fedsim run experiments/fedcot.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -50,10 +50,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Final figures of one algorithm's run."""
     evaluated = [row for row in rows if row.get("accuracy") is not None]
     last = rows[-1]
+    modes = sorted(key.split("/", 1)[1] for key in (evaluated[-1] if evaluated else {}) if key.startswith("accuracy/"))
     return {
         "algorithm": last["algorithm"],
         "rounds": last["round"],
         "accuracy": evaluated[-1]["accuracy"] if evaluated else None,
+        "accuracy_by_mode": {mode: evaluated[-1][f"accuracy/{mode}"] for mode in modes},
         "best_accuracy": max(row["accuracy"] for row in evaluated) if evaluated else None,
         "bytes_up": last["bytes_up_total"],
         "bytes_down": last["bytes_down_total"],
@@ -83,11 +85,20 @@ def _human_bytes(count: float) -> str:
 
 def format_table(summaries: list[dict[str, Any]]) -> str:
     """The comparison table printed at the end of a run and by `fedsim report`."""
-    header = ("algorithm", "rounds", "accuracy", "bytes up", "bytes down", "wall s", "simulated s")
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    # With several decoding modes evaluated, one accuracy column per mode.
+    modes = sorted({mode for s in summaries for mode in s.get("accuracy_by_mode", {})})
+    accuracy_columns = tuple(f"accuracy ({mode})" for mode in modes) if len(modes) > 1 else ("accuracy",)
+    header = ("algorithm", "rounds", *accuracy_columns, "bytes up", "bytes down", "wall s", "simulated s")
     lines = [header]
     for s in summaries:
-        accuracy = "-" if s["accuracy"] is None else f"{100 * s['accuracy']:.1f}%"
-        lines.append((s["algorithm"], str(s["rounds"]), accuracy, _human_bytes(s["bytes_up"]),
+        if len(modes) > 1:
+            accuracies = tuple(percent(s["accuracy_by_mode"].get(mode)) for mode in modes)
+        else:
+            accuracies = (percent(s["accuracy"]),)
+        lines.append((s["algorithm"], str(s["rounds"]), *accuracies, _human_bytes(s["bytes_up"]),
                       _human_bytes(s["bytes_down"]), f"{s['wall_s']:.1f}", f"{s['sim_time_s']:.1f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     rendered = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in lines]

@@ -40,3 +40,14 @@ def test_report_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fedavg_lora" in out and "accuracy_vs_bytes.png" in out
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_one_accuracy_column_per_decoding_mode(tmp_path):
+    rows = [{"round": 1, "algorithm": "fedcot", "accuracy": 0.1, "accuracy/answer": 0.1, "accuracy/rationale": 0.3,
+             "loss": 1.0, "bytes_up_total": 10, "bytes_down_total": 20, "wall_s": 1.0, "sim_time_s": 2.0}]
+    write_rows(tmp_path, rows)
+    summary = finalize(tmp_path, rows)
+    assert summary["accuracy_by_mode"] == {"answer": 0.1, "rationale": 0.3}
+    header, _, line = format_table([summary]).splitlines()
+    assert "accuracy (answer)" in header and "accuracy (rationale)" in header
+    assert "10.0%" in line and "30.0%" in line

@@ -68,7 +68,8 @@ def base_config(args: argparse.Namespace, algorithm: str, **fedcot: Any) -> Expe
         "eval": {"every": args.rounds, "mode": "both", "max_clients": args.eval_clients,
                  "client_test_size": args.test_size},
         "llm": {"model": str(args.teacher)},
-        "fedcot": {"max_new_tokens": 48, "max_prompt_tokens": 72, "alpha": args.alpha, **fedcot},
+        "fedcot": {"max_new_tokens": 48, "max_prompt_tokens": 72, "alpha": args.alpha, "recover": args.recover,
+                   **fedcot},
     })
 
 
@@ -171,6 +172,8 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--alpha", type=float, default=0.9, help="FedCoT's weight of the rationale loss")
+    parser.add_argument("--recover", action="store_true", help="FedCoT clients repair rationales locally")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--test-size", type=int, default=100)
     parser.add_argument("--eval-clients", type=int, default=10)
     parser.add_argument("--eps", type=float, nargs="+", default=list(EPS_GRID))
@@ -201,7 +204,7 @@ def main() -> None:
     results = {
         "setup": {"teacher": str(args.teacher), "teacher_report": asdict(teacher_report), "student": args.student,
                   "clients": args.clients, "train_per_client": args.train_per_client, "rounds": args.rounds,
-                  "local_steps": args.local_steps, "lr": args.lr, "alpha": args.alpha,
+                  "local_steps": args.local_steps, "lr": args.lr, "alpha": args.alpha, "recover": args.recover,
                   "lora": "r 8, alpha 16, all-linear", "test_size": args.test_size,
                   "eval_clients": args.eval_clients, "engine": "in-process (fedsim.engine.inprocess)",
                   "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads 1"},
@@ -209,10 +212,10 @@ def main() -> None:
     }
     if args.scale_clients:
         results["scale"] = scale_run(args)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print_table(results)
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ def arithmetic_chains(tokenizer: Any, n: int, seed: int) -> dict[str, torch.Tens
     import numpy as np
 
     from fedsim.data.task import RATIONALE_STEP_SEPARATOR, RING_SIZE
+    from fedsim.train.batching import right_padded
 
     equals = tokenizer.encode(" =", add_special_tokens=False)
     if len(equals) != 1:
@@ -129,27 +130,11 @@ def arithmetic_chains(tokenizer: Any, n: int, seed: int) -> dict[str, torch.Tens
             steps.append(f"{value} {sign} {move} = {result}")
             value = result
         rows.append(tokenizer.encode(" " + RATIONALE_STEP_SEPARATOR.join(steps), add_special_tokens=False))
-    encoded = _right_padded(rows, tokenizer.pad_token_id)
+    encoded = right_padded(rows, tokenizer.pad_token_id)
     after_equals = encoded["input_ids"].new_zeros(encoded["input_ids"].shape, dtype=bool)
     after_equals[:, 1:] = encoded["input_ids"][:, :-1] == equals[0]
     encoded["labels"][after_equals] = encoded["input_ids"][after_equals]
     return encoded
-
-
-def _right_padded(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Token rows right-padded into input_ids and attention_mask, with labels all ignored."""
-    import torch
-
-    from fedsim.train.batching import IGNORE_INDEX
-
-    width = max(len(ids) for ids in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, ids in enumerate(rows):
-        input_ids[row, :len(ids)] = torch.tensor(ids)
-        attention_mask[row, :len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "labels": torch.full_like(input_ids, IGNORE_INDEX)}
 
 
 def _stacked(parts: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:

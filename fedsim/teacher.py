@@ -12,7 +12,7 @@ LLMClient of in-process runs (tests, benchmarks), where Ray runs use the Serve d
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +48,11 @@ def _pretrain_command(args: argparse.Namespace) -> int:
     if not trained:
         print(f"reusing the model already trained in {args.out} (pass --force to train a new one)")
     print(f"{args.out}: {report.summary()}")
-    differing = {key: (old, new) for (key, old), new in zip(asdict(report.settings).items(),
-                                                            asdict(requested).values()) if old != new}
+    differing = [field.name for field in fields(PretrainSettings)
+                 if getattr(report.settings, field.name) != getattr(requested, field.name)]
     if differing:
-        listed = ", ".join(f"{key} {old} (asked {new})" for key, (old, new) in differing.items())
+        listed = ", ".join(f"{name} {getattr(report.settings, name)} (asked {getattr(requested, name)})"
+                           for name in differing)
         print(f"note: the saved model differs from the request: {listed}")
     return 0
 
@@ -64,8 +65,7 @@ def _add_settings_arguments(parser: argparse.ArgumentParser, defaults: PretrainS
     helps = {"preset": "model preset", "arithmetic_steps": "steps of the ring-arithmetic stage",
              "steps": "steps on public questions with rationales", "seed": "seed of weights, data and batches",
              "public_size": "public questions to train on", "batch_size": "questions per step",
-             "lr": "peak learning rate",
-             "test_size": "test questions the report scores"}
+             "lr": "peak learning rate", "test_size": "test questions the report scores"}
     for field in fields(PretrainSettings):
         default = getattr(defaults, field.name)
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=default,

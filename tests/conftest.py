@@ -20,3 +20,11 @@ def ray_session():
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The built-in word-level tokenizer of the task (shipped with the package)."""
+    from fedsim.models.tokenizer import builtin_tokenizer
+
+    return builtin_tokenizer()

@@ -26,9 +26,9 @@ import torch
 
 from fedsim.data.task import generate_examples
 from fedsim.models.lora import LoraSettings, adapter_num_params, attach_lora
-from fedsim.models.presets import PRESETS, build_model, load_pretrained, num_parameters
-from fedsim.pretrain import PretrainSettings, ensure_pretrained
+from fedsim.models.presets import PRESETS, build_model, num_parameters
 from fedsim.models.tokenizer import builtin_tokenizer
+from fedsim.pretrain import PretrainSettings, ensure_pretrained
 from fedsim.train.batching import encode_for_training
 from fedsim.train.evaluate import exact_match
 from fedsim.train.local import make_optimizer, train_steps
@@ -41,7 +41,7 @@ MAX_LEN = 160
 def train_and_evaluate(args: argparse.Namespace, method: str, target: str, train, test) -> dict:
     """Train one student and return its row of results."""
     tokenizer = builtin_tokenizer()
-    model = load_pretrained(args.base_dir)[0] if args.base_steps else build_model(args.preset, tokenizer, args.seed)
+    model = build_model(str(args.base_dir) if args.base_steps else args.preset, tokenizer, args.seed)
     if method == "lora":
         model = attach_lora(model, LoraSettings(r=args.lora_r, alpha=2 * args.lora_r))
         trained = adapter_num_params(model)

@@ -72,8 +72,9 @@ PRESETS: dict[str, PresetSpec] = {
 
 
 BASES_DIR = Path(__file__).resolve().parent / "assets" / "bases"
-# Pretrained base name -> its preset (the directory under BASES_DIR is named after the base).
-PRETRAINED_BASES: dict[str, str] = {"llama-0.3m-pt": "llama-0.3m"}
+# Names of the shipped pretrained bases: each is a directory under BASES_DIR whose pretrain.json
+# names its preset and training.
+PRETRAINED_BASES: frozenset[str] = frozenset({"llama-0.3m-pt"})
 
 
 def model_directory(name_or_path: str | Path) -> Path:

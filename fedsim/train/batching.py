@@ -86,12 +86,20 @@ def encode_for_training(
         target_ids = target_ids[: max_len - 1]
         prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_len - len(target_ids))):]
         rows.append((prompt_ids + target_ids, len(prompt_ids)))
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    encoded = right_padded([ids for ids, _ in rows], tokenizer.pad_token_id)
     for row, (ids, prompt_length) in enumerate(rows):
+        encoded["labels"][row, prompt_length : len(ids)] = torch.tensor(ids[prompt_length:])
+    return encoded
+
+
+def right_padded(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Token rows right-padded into input_ids and attention_mask, with every label ignored (the
+    caller marks its targets)."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention_mask[row, : len(ids)] = 1
-        labels[row, prompt_length : len(ids)] = torch.tensor(ids[prompt_length:])
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "labels": torch.full_like(input_ids, IGNORE_INDEX)}

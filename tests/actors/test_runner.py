@@ -1,14 +1,12 @@
 """End to end on Ray: the worker pool, the Coordinator actor, the runner, resume and the CLI."""
 import json
 
-import numpy as np
 import pytest
 import yaml
 
 from actors.runner import ResourceError, pool_size, resume_experiment, run_experiment
 from fedsim.cli import main
 from fedsim.config import validate
-from fedsim.engine.coordinator import CHECKPOINT_FILE
 
 
 def vector_config(tmp_path, **extra):

@@ -1,6 +1,4 @@
 """Privacy in the round engine: central DP-FedAvg accounting, budgets and refusals (fedavg_vector)."""
-import math
-
 import numpy as np
 import pytest
 from dp_accounting.dp_event import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent

@@ -1,6 +1,5 @@
 """Secure aggregation inside the round engine (fedavg_vector workload, in-process workers)."""
 import numpy as np
-import pytest
 
 from fedsim.config import validate
 from fedsim.data.federated import build_federated_data

@@ -13,14 +13,8 @@ from fedsim.models.lora import (
     set_adapter,
 )
 from fedsim.models.presets import PRESETS, build_model
-from fedsim.models.tokenizer import builtin_tokenizer
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 3, 250]])
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return builtin_tokenizer()
 
 
 def _logits(model):

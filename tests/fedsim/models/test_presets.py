@@ -19,11 +19,6 @@ from fedsim.models.tokenizer import builtin_tokenizer
 from fedsim.pretrain import load_report
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return builtin_tokenizer()
-
-
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_parameter_counts_match_the_names(name, tokenizer):
     millions = float(re.search(r"-([\d.]+)m$", name).group(1))

@@ -1,14 +1,7 @@
 """Tests of the built-in tokenizer."""
-import pytest
-
 from fedsim.data.task import generate_examples, vocabulary_words
 from fedsim.models.tokenizer import builtin_tokenizer, train_tokenizer
 from fedsim.train.batching import render_prompt, render_target
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return builtin_tokenizer()
 
 
 def test_every_generator_word_is_one_token(tokenizer):

@@ -1,10 +1,9 @@
 """Tests of the prompt format, label masks and answer extraction."""
 import pytest
-import torch
 from transformers import PreTrainedTokenizerFast
 
 from fedsim.data.task import Example, generate_examples
-from fedsim.models.tokenizer import BUILTIN_TOKENIZER_DIR, builtin_tokenizer
+from fedsim.models.tokenizer import BUILTIN_TOKENIZER_DIR
 from fedsim.train.batching import (
     IGNORE_INDEX,
     encode_for_training,
@@ -12,11 +11,6 @@ from fedsim.train.batching import (
     render_prompt,
     render_target,
 )
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return builtin_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,12 @@
 """Tests of the local training loop and of generation / exact match."""
-import pytest
 import torch
 
 from fedsim.data.task import generate_examples
 from fedsim.models.lora import LoraSettings, attach_lora
 from fedsim.models.presets import build_model
-from fedsim.models.tokenizer import builtin_tokenizer
 from fedsim.train.batching import encode_for_training, render_prompt
 from fedsim.train.evaluate import exact_match, generate_texts
 from fedsim.train.local import make_optimizer, train_steps
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return builtin_tokenizer()
 
 
 def _train(tokenizer, examples, mode, steps, seed=0, lora=False):

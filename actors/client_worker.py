@@ -20,7 +20,9 @@ class ClientWorker:
     def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
                  run_dir: str | None, committed_round: int, llm_handle: Any = None) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        llm = ServeLLMClient(llm_handle) if llm_handle is not None else None
+        llm = None
+        if llm_handle is not None:
+            llm = ServeLLMClient(llm_handle, config.llm.request_timeout_s, config.llm.request_retries)
         self.runtime = WorkerRuntime(config, algorithm_name, data, run_dir, committed_round, llm)
 
     def initial_payload(self, preset: str) -> Any:

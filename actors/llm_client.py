@@ -3,12 +3,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.exceptions import ActorDiedError, ActorUnavailableError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+
+# Failures of the serving system, not of the request: worth sending the request again.
+TRANSIENT_ERRORS = (TimeoutError, BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError,
+                    ActorDiedError, ActorUnavailableError)
+
+
+class LLMRequestError(RuntimeError):
+    """The server LLM did not answer a request within its attempts."""
+
 
 class ServeLLMClient:
-    """Calls the deployment through its handle; one call carries all of a client's prompts."""
+    """Calls the deployment through its handle; one call carries all of a client's prompts.
 
-    def __init__(self, handle: Any) -> None:
+    A call that times out (``timeout_s``, cancelled on the server) or meets an unavailable
+    replica is sent again, at most ``retries`` more times. Errors of the request itself
+    (bad prompts or parameters) are raised at once.
+    """
+
+    def __init__(self, handle: Any, timeout_s: float | None = None, retries: int = 0) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
         self.handle = handle
+        self.timeout_s = timeout_s
+        self.retries = retries
 
     def generate(self, prompts: list[str], params: dict[str, Any]) -> list[str]:
-        return self.handle.generate.remote(list(prompts), dict(params)).result()
+        failures: list[str] = []
+        for _ in range(self.retries + 1):
+            response = self.handle.generate.remote(list(prompts), dict(params))
+            try:
+                return response.result(timeout_s=self.timeout_s)
+            except TRANSIENT_ERRORS as exc:
+                response.cancel()
+                failures.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        raise LLMRequestError(f"the server LLM did not answer a request of {len(prompts)} prompts in "
+                              f"{len(failures)} attempts (timeout {self.timeout_s} s each): {'; '.join(failures)}")

@@ -192,6 +192,8 @@ class LLMSettings(_Section):
     batch_wait_timeout_s: float = Field(0.02, ge=0)
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    request_timeout_s: float = Field(900.0, gt=0, description="a client's wait for one LLM request")
+    request_retries: int = Field(2, ge=0, description="resends of a request that timed out or lost its replica")
 
 
 class FedCoTSettings(_Section):

@@ -4,6 +4,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -28,3 +30,11 @@ def tokenizer():
     from fedsim.models.tokenizer import builtin_tokenizer
 
     return builtin_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LlamaForCausalLM (hidden 64, 2 layers) and word-level tokenizer in a temp folder."""
+    from serve.tiny import build_tiny_llm
+
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny-llm"))

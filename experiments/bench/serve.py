@@ -61,7 +61,10 @@ async def run_callers(handle: DeploymentHandle, method: str, workloads, args) ->
         if method == "generate":
             completions = await handle.complete.remote(prompts, params)
             return sum(c.completion_tokens for c in completions)
-        await handle.topk_logits.remote(sequences, args.k)
+        if method == "topk_logits":
+            await handle.topk_logits.remote(sequences, args.k)
+        else:  # routing only: a method that does no model work
+            await handle.tokenizer_info.remote()
         return 0
 
     async def caller(requests) -> None:
@@ -100,6 +103,16 @@ def bench_mode(name: str, settings: ServeSettings, workloads, args) -> list[dict
     finally:
         stop_llm_deployment(f"bench-{name}")
     return rows
+
+
+def routing_cap(settings: ServeSettings, workloads, args) -> dict:
+    """The same callers calling a method that does no model work: what Serve's routing alone
+    allows on this machine, an upper bound on any row's requests per second."""
+    handle = start_llm_deployment(settings, name="bench-routing")
+    try:
+        return asyncio.run(run_callers(handle, "tokenizer_info", workloads, args))
+    finally:
+        stop_llm_deployment("bench-routing")
 
 
 def compute_ceilings(model_path: Path, workloads, args) -> dict[str, dict]:
@@ -179,6 +192,7 @@ def main() -> None:
                      for wait in args.batch_wait_timeout_s}
             modes["unbatched"] = ServeSettings(**common, max_batch_size=1, batch_wait_timeout_s=0.0)
             rows = [row for name, settings in modes.items() for row in bench_mode(name, settings, workloads, args)]
+            routing = routing_cap(modes["unbatched"], workloads, args)
         finally:
             ray.shutdown()
     unbatched = {row["method"]: row["requests_per_s"] for row in rows if row["mode"] == "unbatched"}
@@ -189,10 +203,12 @@ def main() -> None:
         print(f"backend only, {method}: one request {ceiling['one_request_ms']:.1f} ms, "
               f"{args.max_batch_size} requests in one call {ceiling['full_batch_ms']:.1f} ms "
               f"-> compute-bound ceiling {ceiling['ceiling_speedup']:.2f}x")
+    print(f"Serve routing alone ({args.callers} callers, a method with no model work): "
+          f"{routing['requests_per_s']:.1f} req/s, p50 {routing['latency_p50_ms']:.1f} ms")
     report = {"benchmark": "serve", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-              "rows": rows, "backend_only": ceilings}
+              "rows": rows, "backend_only": ceilings, "routing_only": routing}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

@@ -1,16 +1,5 @@
-"""Fixtures of the serve tests: one tiny random LLM saved to disk per test session."""
-from pathlib import Path
-
+"""Fixtures of the serve tests (the tiny LLM itself is in tests/conftest.py)."""
 import pytest
-
-from serve.tiny import build_tiny_llm
-
-
-
-@pytest.fixture(scope="session")
-def tiny_llm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LlamaForCausalLM (hidden 64, 2 layers) and word-level tokenizer in a temp folder."""
-    return build_tiny_llm(tmp_path_factory.mktemp("tiny-llm"))
 
 
 @pytest.fixture(scope="session")

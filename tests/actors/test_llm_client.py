@@ -1,0 +1,42 @@
+"""Tests of actors/llm_client.py against a real deployment of the tiny LLM (handles only)."""
+import pytest
+from ray import serve as ray_serve
+
+from actors.llm_client import LLMRequestError, ServeLLMClient
+from serve.app import start_llm_deployment, stop_llm_deployment
+from serve.errors import RequestError
+from serve.settings import ServeSettings
+
+PARAMS = {"max_new_tokens": 4}
+PROMPTS = ["the cat sat on", "one two three"]
+
+
+@pytest.fixture(scope="module")
+def handle(ray_session, tiny_llm_path):
+    settings = ServeSettings(backend_options={"model_path": str(tiny_llm_path)}, num_cpus=0.25)
+    yield start_llm_deployment(settings, name="llm-client")
+    stop_llm_deployment("llm-client")
+    ray_serve.shutdown()
+
+
+def test_answers_as_the_handle_does(handle):
+    client = ServeLLMClient(handle, timeout_s=60.0, retries=1)
+    assert client.generate(PROMPTS, PARAMS) == handle.generate.remote(PROMPTS, PARAMS).result()
+
+
+def test_a_request_that_never_answers_in_time_fails_after_every_attempt(handle):
+    client = ServeLLMClient(handle, timeout_s=1e-4, retries=2)
+    with pytest.raises(LLMRequestError, match=r"2 prompts in 3 attempts \(timeout 0.0001 s each\).*TimeoutError"):
+        client.generate(PROMPTS, PARAMS)
+    # the abandoned attempts were cancelled and do not block later requests
+    assert len(ServeLLMClient(handle, timeout_s=60.0).generate(PROMPTS, PARAMS)) == 2
+
+
+def test_a_bad_request_is_not_retried(handle):
+    with pytest.raises(RequestError, match="prompts must be a list of strings"):
+        ServeLLMClient(handle, timeout_s=60.0, retries=2).generate([1, 2], PARAMS)
+
+
+def test_negative_retries_are_refused(handle):
+    with pytest.raises(ValueError, match="retries must be >= 0"):
+        ServeLLMClient(handle, retries=-1)

@@ -2,13 +2,16 @@
 
 Clients' SLMs are LoRA adapters on the shipped pretrained base llama-0.3m-pt (by default; pretrained
 with fedsim.pretrain on ring arithmetic and the public split, like the papers' pretrained SLMs):
-every row starts from the same student.
+every row starts from the same student. FedCoT rows use alpha 1 (rationale loss only): on this
+task and model size the answer-only term teaches the student to answer in one step and drags its
+rationale-then-answer accuracy down with it (eps-inf rows at alpha 0.9 and 0.5 show by how much).
 
-Rows: the `local` baseline with answer-only targets; `local` trained on the clients' GOLD rationales
-(which FedCoT clients never have: what FedCoT at eps inf could reach with a perfect teacher); FedCoT with EM and with AEM at each per-token
-eps (inf sends the questions unperturbed; EM and AEM then coincide and run once), each evaluated on
-the clients' own adapters in both decoding modes (answer-only, as the papers do, and
-rationale-then-answer); and the teacher's own rationale-then-answer accuracy on test questions
+Rows: the student before any training (every client at the base); the `local` baseline with
+answer-only targets; `local` trained on the clients' GOLD rationales (which FedCoT clients never
+have: what FedCoT at eps inf could reach with a perfect teacher); FedCoT with EM and with AEM at
+each per-token eps (inf sends the questions unperturbed; EM and AEM then coincide and run once),
+each evaluated on the clients' own adapters in both decoding modes (answer-only, as the papers do,
+and rationale-then-answer); and the teacher's own rationale-then-answer accuracy on test questions
 sent clean or perturbed exactly as a FedCoT client perturbs its prompts (with and without the local
 recovery of fedsim.algorithms.fedcot).
 
@@ -57,7 +60,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "fedcot_table.json"
 EPS_GRID = (math.inf, 16.0, 8.0, 4.0, 2.0, 1.0)
 
 
-def base_config(args: argparse.Namespace, algorithm: str, **fedcot: Any) -> ExperimentConfig:
+def base_config(args: argparse.Namespace, algorithm: str, alpha: float | None = None,
+                **fedcot: Any) -> ExperimentConfig:
     """The federation every row shares; only the algorithm and its FedCoT settings differ."""
     return validate({
         "name": "fedcot-table", "seed": args.seed, "algorithms": [algorithm], "rounds": args.rounds,
@@ -68,16 +72,30 @@ def base_config(args: argparse.Namespace, algorithm: str, **fedcot: Any) -> Expe
         "eval": {"every": args.rounds, "mode": "both", "max_clients": args.eval_clients,
                  "client_test_size": args.test_size},
         "llm": {"model": str(args.teacher)},
-        "fedcot": {"max_new_tokens": 48, "max_prompt_tokens": 72, "alpha": args.alpha, "recover": args.recover,
+        "fedcot": {"max_new_tokens": 48, "max_prompt_tokens": 72, "alpha": args.alpha if alpha is None else alpha, "recover": args.recover,
                    **fedcot},
     })
 
 
-def run_in_process(config: ExperimentConfig, llm: InProcessLLM) -> dict[str, Any]:
-    """All rounds of one algorithm on the in-process engine; its last row and figures."""
+def in_process_engine(config: ExperimentConfig, llm: InProcessLLM) -> RoundEngine:
+    """The round engine of the config's one algorithm on the in-process executor."""
     algorithm = config.algorithms[0]
     data = build_federated_data(config)
-    engine = RoundEngine(config, algorithm, data, InProcessExecutor(config, algorithm, data, None, llm=llm), None)
+    return RoundEngine(config, algorithm, data, InProcessExecutor(config, algorithm, data, None, llm=llm), None)
+
+
+def untrained_student(config: ExperimentConfig, llm: InProcessLLM) -> dict[str, Any]:
+    """The student before any training, scored by the same evaluation as every other row."""
+    started = time.perf_counter()
+    fields = in_process_engine(config, llm).evaluate()
+    return {"accuracy_answer": fields["accuracy/answer"], "accuracy_rationale": fields["accuracy/rationale"],
+            "bytes_up": 0, "bytes_down": 0, "eps_client_max": None, "llm_requests": 0,
+            "wall_s": time.perf_counter() - started}
+
+
+def run_in_process(config: ExperimentConfig, llm: InProcessLLM) -> dict[str, Any]:
+    """All rounds of one algorithm on the in-process engine; its last row and figures."""
+    engine = in_process_engine(config, llm)
     requests_before = len(llm.calls)
     started = time.perf_counter()
     while not engine.done:
@@ -162,16 +180,47 @@ def print_table(results: dict[str, Any]) -> None:
               f"{s['bytes_up'] / 1e6:.2f} MB up, {s['bytes_down'] / 1e6:.2f} MB down")
 
 
+def grid(args: argparse.Namespace, llm: InProcessLLM) -> tuple[list[dict], list[dict]]:
+    """The table's rows and the teacher's accuracy per eps."""
+    def add(name: str, figures: dict[str, Any], **extra: Any) -> None:
+        rows.append({"name": name, **extra, **figures})
+        print(f"{name}: {rows[-1]}", flush=True)
+
+    rows: list[dict] = []
+    add("student before training", untrained_student(base_config(args, "local"), llm))
+    add("local, answer-only", run_in_process(base_config(args, "local"), llm))
+    gold = base_config(args, "local").model_dump(mode="json")
+    gold["train"]["target"] = "rationale"
+    add("local, gold rationales", run_in_process(validate(gold), llm))
+    teacher = []
+    for eps in args.eps:
+        mechanisms = ("em",) if math.isinf(eps) else ("em", "aem")
+        for mechanism in mechanisms:
+            name = f"FedCoT-{mechanism.upper()} eps {eps:g}" if math.isfinite(eps) else "FedCoT eps inf (clean)"
+            add(name, run_in_process(base_config(args, "fedcot", mechanism=mechanism, eps_per_token=eps), llm),
+                mechanism=mechanism, eps_per_token=eps)
+        accuracies = {m: teacher_accuracy(args, llm, m, eps) for m in mechanisms}
+        teacher.append({"eps": eps, "em": accuracies["em"], "aem": accuracies.get("aem", accuracies["em"])})
+    for alpha in args.alpha_rows:
+        add(f"FedCoT eps inf, alpha {alpha:g}",
+            run_in_process(base_config(args, "fedcot", alpha, mechanism="em", eps_per_token=math.inf), llm),
+            mechanism="em", eps_per_token=math.inf, alpha=alpha)
+    return rows, teacher
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", type=Path, default=Path("runs/teacher"))
     parser.add_argument("--student", default="llama-0.3m-pt", help="client SLM preset or local model directory")
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--train-per-client", type=int, default=40)
+    parser.add_argument("--train-per-client", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--local-steps", type=int, default=20)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--alpha", type=float, default=0.9, help="FedCoT's weight of the rationale loss")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--alpha", type=float, default=1.0, help="FedCoT's weight of the rationale loss")
+    parser.add_argument("--alpha-rows", type=float, nargs="*", default=[0.9, 0.5],
+                        help="extra FedCoT eps-inf rows at these alphas")
+    parser.add_argument("--skip-grid", action="store_true", help="only the scale run")
     parser.add_argument("--recover", action="store_true", help="FedCoT clients repair rationales locally")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--test-size", type=int, default=100)
@@ -185,22 +234,7 @@ def main() -> None:
     teacher_report, _ = ensure_pretrained(args.teacher, TEACHER)
     llm = InProcessLLM(args.teacher)
     started = time.perf_counter()
-    rows = [{"name": "local, answer-only", **run_in_process(base_config(args, "local"), llm)}]
-    print(f"{rows[-1]['name']}: {rows[-1]}", flush=True)
-    gold = base_config(args, "local").model_dump(mode="json")
-    gold["train"]["target"] = "rationale"
-    rows.append({"name": "local, gold rationales", **run_in_process(validate(gold), llm)})
-    print(f"{rows[-1]['name']}: {rows[-1]}", flush=True)
-    teacher = []
-    for eps in args.eps:
-        mechanisms = ("em",) if math.isinf(eps) else ("em", "aem")
-        for mechanism in mechanisms:
-            name = f"FedCoT-{mechanism.upper()} eps {eps:g}" if math.isfinite(eps) else "FedCoT eps inf (clean)"
-            rows.append({"name": name, "mechanism": mechanism, "eps_per_token": eps,
-                         **run_in_process(base_config(args, "fedcot", mechanism=mechanism, eps_per_token=eps), llm)})
-            print(f"{name}: {rows[-1]}", flush=True)
-        accuracies = {m: teacher_accuracy(args, llm, m, eps) for m in mechanisms}
-        teacher.append({"eps": eps, "em": accuracies["em"], "aem": accuracies.get("aem", accuracies["em"])})
+    rows, teacher = ([], []) if args.skip_grid else grid(args, llm)
     results = {
         "setup": {"teacher": str(args.teacher), "teacher_report": asdict(teacher_report), "student": args.student,
                   "clients": args.clients, "train_per_client": args.train_per_client, "rounds": args.rounds,

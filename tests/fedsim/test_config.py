@@ -5,6 +5,8 @@ import pytest
 
 from fedsim.config import ConfigError, apply_overrides, dump_config, load_config, validate
 
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml"))
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "exp.yaml"
@@ -17,6 +19,12 @@ def test_defaults_and_overrides(tmp_path):
     config = load_config(path, ["clients.per_round=5", "train.lr=0.01", "algorithms=[local, centralized]"])
     assert config.rounds == 2 and config.clients.num == 30 and config.clients.per_round == 5
     assert config.train.lr == 0.01 and config.algorithms == ["local", "centralized"]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda path: path.name)
+def test_shipped_experiments_validate(path):
+    config = load_config(path)
+    assert config.name == path.stem and config.algorithms
 
 
 def test_unknown_key_is_named(tmp_path):

@@ -1,6 +1,7 @@
 """The client side of the server-LLM deployment: a Serve handle behind fedsim's LLMClient interface."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError
@@ -19,25 +20,30 @@ class ServeLLMClient:
     """Calls the deployment through its handle; one call carries all of a client's prompts.
 
     A call that times out (``timeout_s``, cancelled on the server) or meets an unavailable
-    replica is sent again, at most ``retries`` more times. Errors of the request itself
-    (bad prompts or parameters) are raised at once.
+    replica is sent again, at most ``retries`` more times; after a failure that was not a
+    timeout it first waits ``backoff_s``, doubled at each attempt, for Serve to replace the
+    replica. Errors of the request itself (bad prompts or parameters) are raised at once.
     """
 
-    def __init__(self, handle: Any, timeout_s: float | None = None, retries: int = 0) -> None:
+    def __init__(self, handle: Any, timeout_s: float | None = None, retries: int = 0,
+                 backoff_s: float = 1.0) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         self.handle = handle
         self.timeout_s = timeout_s
         self.retries = retries
+        self.backoff_s = backoff_s
 
     def generate(self, prompts: list[str], params: dict[str, Any]) -> list[str]:
         failures: list[str] = []
-        for _ in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
             response = self.handle.generate.remote(list(prompts), dict(params))
             try:
                 return response.result(timeout_s=self.timeout_s)
             except TRANSIENT_ERRORS as exc:
                 response.cancel()
                 failures.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+                if attempt < self.retries and not isinstance(exc, TimeoutError):
+                    time.sleep(self.backoff_s * 2 ** attempt)
         raise LLMRequestError(f"the server LLM did not answer a request of {len(prompts)} prompts in "
                               f"{len(failures)} attempts (timeout {self.timeout_s} s each): {'; '.join(failures)}")

@@ -40,3 +40,38 @@ def test_a_bad_request_is_not_retried(handle):
 def test_negative_retries_are_refused(handle):
     with pytest.raises(ValueError, match="retries must be >= 0"):
         ServeLLMClient(handle, retries=-1)
+
+
+def test_a_replica_that_dies_during_a_request_is_retried(ray_session, tiny_llm_path):
+    """Kill the replica while it generates: one attempt fails, a retry reaches its replacement."""
+    import threading
+    import time
+
+    import ray
+
+    name = "llm-client-kill"
+    settings = ServeSettings(backend_options={"model_path": str(tiny_llm_path)}, num_cpus=0.25)
+    handle = start_llm_deployment(settings, name=name)
+    prompts = ["the cat sat on the mat"] * 300
+    long_params = {"max_new_tokens": 64}  # a few seconds of generation: the kill lands mid-request
+
+    def kill_replica_once_it_generates() -> None:
+        while handle.stats.remote().result()["generate"]["batches"] == 0:
+            time.sleep(0.01)
+        (replica,) = [actor for actor in ray.util.list_named_actors(all_namespaces=True)
+                      if f"{name}#LLMServer" in actor["name"]]
+        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+
+    try:
+        killer = threading.Thread(target=kill_replica_once_it_generates)
+        killer.start()
+        with pytest.raises(LLMRequestError, match="in 1 attempts.*ActorDiedError"):
+            ServeLLMClient(handle, timeout_s=120.0, retries=0).generate(prompts, long_params)
+        killer.join()
+        killer = threading.Thread(target=kill_replica_once_it_generates)
+        killer.start()
+        replies = ServeLLMClient(handle, timeout_s=120.0, retries=2, backoff_s=0.5).generate(prompts, long_params)
+        killer.join()
+        assert len(replies) == len(prompts)
+    finally:
+        stop_llm_deployment(name)

@@ -20,7 +20,7 @@ by the project's Hugging Face backend in the same process): the same client code
 without Ray. The scale run goes through `fedsim run`'s runner on a local Ray instance of 2 CPUs
 (Serve deployment for the teacher, a pool of ClientWorker actors).
 
-    python experiments/bench/fedcot_table.py [--teacher runs/teacher] [--clients 20] [--scale-clients 200]
+    python experiments/bench/fedcot_table.py [--recover] [--teacher runs/teacher] [--clients 20] [--scale-clients 200]
 
 Prints the table and writes experiments/bench/results/fedcot_table.json.
 """
@@ -62,7 +62,8 @@ EPS_GRID = (math.inf, 16.0, 8.0, 4.0, 2.0, 1.0)
 
 def base_config(args: argparse.Namespace, algorithm: str, alpha: float | None = None,
                 **fedcot: Any) -> ExperimentConfig:
-    """The federation every row shares; only the algorithm and its FedCoT settings differ."""
+    """The federation every row shares; only the algorithm and its FedCoT settings (alpha: the
+    bench's --alpha unless given) differ."""
     return validate({
         "name": "fedcot-table", "seed": args.seed, "algorithms": [algorithm], "rounds": args.rounds,
         "task": {"train_per_client": args.train_per_client, "test_size": args.test_size, "public_size": 0},
@@ -72,8 +73,8 @@ def base_config(args: argparse.Namespace, algorithm: str, alpha: float | None = 
         "eval": {"every": args.rounds, "mode": "both", "max_clients": args.eval_clients,
                  "client_test_size": args.test_size},
         "llm": {"model": str(args.teacher)},
-        "fedcot": {"max_new_tokens": 48, "max_prompt_tokens": 72, "alpha": args.alpha if alpha is None else alpha, "recover": args.recover,
-                   **fedcot},
+        "fedcot": {"max_new_tokens": 48, "max_prompt_tokens": 72, "recover": args.recover,
+                   "alpha": args.alpha if alpha is None else alpha, **fedcot},
     })
 
 

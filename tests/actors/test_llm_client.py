@@ -1,5 +1,9 @@
 """Tests of actors/llm_client.py against a real deployment of the tiny LLM (handles only)."""
+import threading
+import time
+
 import pytest
+import ray
 from ray import serve as ray_serve
 
 from actors.llm_client import LLMRequestError, ServeLLMClient
@@ -12,8 +16,12 @@ PROMPTS = ["the cat sat on", "one two three"]
 
 
 @pytest.fixture(scope="module")
-def handle(ray_session, tiny_llm_path):
-    settings = ServeSettings(backend_options={"model_path": str(tiny_llm_path)}, num_cpus=0.25)
+def settings(tiny_llm_path):
+    return ServeSettings(backend_options={"model_path": str(tiny_llm_path)}, num_cpus=0.25)
+
+
+@pytest.fixture(scope="module")
+def handle(ray_session, settings):
     yield start_llm_deployment(settings, name="llm-client")
     stop_llm_deployment("llm-client")
     ray_serve.shutdown()
@@ -42,15 +50,9 @@ def test_negative_retries_are_refused(handle):
         ServeLLMClient(handle, retries=-1)
 
 
-def test_a_replica_that_dies_during_a_request_is_retried(ray_session, tiny_llm_path):
+def test_a_replica_that_dies_during_a_request_is_retried(ray_session, settings):
     """Kill the replica while it generates: one attempt fails, a retry reaches its replacement."""
-    import threading
-    import time
-
-    import ray
-
     name = "llm-client-kill"
-    settings = ServeSettings(backend_options={"model_path": str(tiny_llm_path)}, num_cpus=0.25)
     handle = start_llm_deployment(settings, name=name)
     prompts = ["the cat sat on the mat"] * 300
     long_params = {"max_new_tokens": 64}  # a few seconds of generation: the kill lands mid-request

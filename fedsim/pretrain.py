@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
 
 if TYPE_CHECKING:  # torch is imported where it is used, so `fedsim --help` stays quick
     import torch
@@ -158,8 +161,13 @@ def lr_at(step: int, steps: int, peak: float) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _train_stage(model: Any, encoded: dict[str, torch.Tensor], steps: int, batch_size: int, lr: float,
-                 generator: torch.Generator) -> float:
+                 generator: torch.Generator, bar: tqdm) -> float:
     """`steps` AdamW steps on fresh random batches with warm-up and cosine decay; the last loss."""
     from fedsim.train.local import make_optimizer, train_steps
 
@@ -169,12 +177,19 @@ def _train_stage(model: Any, encoded: dict[str, torch.Tensor], steps: int, batch
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr)
         loss = train_steps(model, encoded, optimizer, 1, batch_size, generator).final_loss
+        bar.update(1)
+        if step % 25 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{loss:.3f}")
     return loss
 
 
-def pretrain(out_dir: str | Path, settings: PretrainSettings) -> PretrainReport:
+def pretrain(out_dir: str | Path, settings: PretrainSettings, threads: int | None = None,
+             progress: bool = False) -> PretrainReport:
     """Train `settings.preset` from scratch and save it (model, tokenizer, report) in `out_dir`,
-    replacing whatever was there. The directory appears complete or not at all."""
+    replacing whatever was there. The directory appears complete or not at all.
+
+    `threads`: torch threads to train with (default: every core this process may use);
+    `progress`: show a progress bar per stage and for the evaluation."""
     import torch
 
     from fedsim.config import TaskConfig
@@ -185,8 +200,10 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings) -> PretrainReport:
     from fedsim.train.evaluate import exact_match
 
     settings.check()
+    if threads is not None and threads < 1:
+        raise PretrainError(f"threads must be at least 1, got {threads}")
     s = settings
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads or available_cpus())
     tokenizer = builtin_tokenizer()
     model = build_model(s.preset, tokenizer, s.seed)
     generator = torch.Generator().manual_seed(s.seed)
@@ -194,17 +211,23 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings) -> PretrainReport:
     chains = arithmetic_chains(tokenizer, ARITHMETIC_CHAINS, s.seed)
     final_loss = math.nan
     if s.arithmetic_steps:
-        final_loss = _train_stage(model, chains, s.arithmetic_steps, ARITHMETIC_BATCH_SIZE, s.lr, generator)
+        with tqdm(total=s.arithmetic_steps, desc=f"{s.preset} arithmetic", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            final_loss = _train_stage(model, chains, s.arithmetic_steps, ARITHMETIC_BATCH_SIZE, s.lr, generator,
+                                      bar)
     if s.steps:
         public = generate_examples(s.public_size, s.seed, "public", None, TRAIN_MIN_STEPS, TRAIN_MAX_STEPS)
         replay = {key: value[: max(1, s.public_size // 4)] for key, value in chains.items()}
         questions = encode_for_training(tokenizer, public, "rationale", MAX_LEN)
-        final_loss = _train_stage(model, _stacked([questions, replay], tokenizer.pad_token_id), s.steps,
-                                  s.batch_size, s.lr, generator)
+        with tqdm(total=s.steps, desc=f"{s.preset} questions", disable=not progress, dynamic_ncols=True) as bar:
+            final_loss = _train_stage(model, _stacked([questions, replay], tokenizer.pad_token_id), s.steps,
+                                      s.batch_size, s.lr, generator, bar)
     train_seconds = time.perf_counter() - started
     task = TaskConfig()
     test = generate_examples(s.test_size, s.seed, "test", None, task.min_steps, task.max_steps)
-    accuracy = {mode: exact_match(model, tokenizer, test, mode) for mode in ("rationale", "answer")}
+    with tqdm(total=2 * len(test), desc=f"{s.preset} evaluation", disable=not progress, dynamic_ncols=True) as bar:
+        accuracy = {mode: exact_match(model, tokenizer, test, mode, on_batch=bar.update)
+                    for mode in ("rationale", "answer")}
 
     target = Path(out_dir)
     report = PretrainReport(s, num_parameters(model), train_seconds, final_loss,
@@ -219,11 +242,11 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings) -> PretrainReport:
     return report
 
 
-def ensure_pretrained(out_dir: str | Path, settings: PretrainSettings,
-                      force: bool = False) -> tuple[PretrainReport, bool]:
+def ensure_pretrained(out_dir: str | Path, settings: PretrainSettings, force: bool = False,
+                      threads: int | None = None, progress: bool = False) -> tuple[PretrainReport, bool]:
     """The model in `out_dir` when it is complete (and not `force`), else one pretrained now with
-    `settings`. Returns (report, trained_now)."""
+    `settings` (see `pretrain` for `threads` and `progress`). Returns (report, trained_now)."""
     existing = None if force else load_report(out_dir)
     if existing is not None:
         return existing, False
-    return pretrain(out_dir, settings), True
+    return pretrain(out_dir, settings, threads, progress), True

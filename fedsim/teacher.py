@@ -16,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from fedsim.pretrain import PretrainSettings, ensure_pretrained
+from fedsim.pretrain import PretrainSettings, available_cpus, ensure_pretrained
 
 DEFAULT_DIR = "runs/teacher"
 TEACHER = PretrainSettings(preset="llama-1m", arithmetic_steps=1500, steps=2000)
@@ -44,7 +44,7 @@ class InProcessLLM:
 
 def _pretrain_command(args: argparse.Namespace) -> int:
     requested = PretrainSettings(**{field.name: getattr(args, field.name) for field in fields(PretrainSettings)})
-    report, trained = ensure_pretrained(args.out, requested, args.force)
+    report, trained = ensure_pretrained(args.out, requested, args.force, args.threads, progress=not args.quiet)
     if not trained:
         print(f"reusing the model already trained in {args.out} (pass --force to train a new one)")
     print(f"{args.out}: {report.summary()}")
@@ -71,6 +71,9 @@ def _add_settings_arguments(parser: argparse.ArgumentParser, defaults: PretrainS
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=default,
                             help=f"{helps[field.name]} (default {default})")
     parser.add_argument("--force", action="store_true", help="train again even if --out holds a model")
+    parser.add_argument("--threads", type=int, default=available_cpus(),
+                        help=f"torch threads to train with (default {available_cpus()}: every core this process may use)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_pretrain_command)
 
 

@@ -1,7 +1,7 @@
 """Greedy generation with left padding, and exact-match accuracy of extracted answers."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -19,8 +19,10 @@ def generate_texts(
     prompts: list[str],
     max_new_tokens: int,
     batch_size: int = 64,
+    on_batch: Callable[[int], object] | None = None,
 ) -> list[str]:
-    """Greedy continuations of `prompts` (special tokens dropped, cut at EOS), in order."""
+    """Greedy continuations of `prompts` (special tokens dropped, cut at EOS), in order;
+    `on_batch(n)` is called after each batch of n prompts (a progress bar's update)."""
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
     was_training = model.training
@@ -37,6 +39,8 @@ def generate_texts(
                 if tokenizer.eos_token_id in row:
                     row = row[: row.index(tokenizer.eos_token_id)]
                 texts.append(tokenizer.decode(row, skip_special_tokens=True))
+            if on_batch is not None:
+                on_batch(input_ids.shape[0])
     finally:
         model.train(was_training)
     return texts
@@ -49,18 +53,20 @@ def exact_match(
     mode: Mode,
     batch_size: int = 64,
     max_new_tokens: int | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> float:
     """Share of examples whose extracted answer equals the gold answer (after stripping).
 
     mode "answer" asks for the answer directly; mode "rationale" lets the model write its steps
-    and reads the answer after the marker.
+    and reads the answer after the marker. `on_batch` as in `generate_texts`.
     """
     if not examples:
         raise ValueError("exact_match needs at least one example")
     if mode not in DEFAULT_MAX_NEW_TOKENS:
         raise ValueError(f"mode must be 'answer' or 'rationale', got {mode!r}")
     prompts = [render_prompt(example, mode) for example in examples]
-    outputs = generate_texts(model, tokenizer, prompts, max_new_tokens or DEFAULT_MAX_NEW_TOKENS[mode], batch_size)
+    outputs = generate_texts(model, tokenizer, prompts, max_new_tokens or DEFAULT_MAX_NEW_TOKENS[mode], batch_size,
+                             on_batch)
     hits = sum(extract_answer(text) == example.answer.strip() for text, example in zip(outputs, examples))
     return hits / len(examples)
 

@@ -48,6 +48,21 @@ def test_arithmetic_only_is_allowed(tmp_path):
     assert report.settings.steps == 0 and report.final_loss > 0
 
 
+def test_trains_with_the_threads_it_is_given_and_shows_progress(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        pretrain(tmp_path / "two", replace(TINY, steps=0, arithmetic_steps=2), threads=2, progress=True)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    err = capsys.readouterr().err
+    assert "llama-0.3m arithmetic" in err and "2/2" in err and "llama-0.3m evaluation" in err
+    with pytest.raises(PretrainError, match="threads"):
+        pretrain(tmp_path / "none", TINY, threads=0)
+
+
 def test_an_existing_model_is_reused_unless_forced(trained):
     directory, report = trained
     written = (directory / "model.safetensors").stat().st_mtime_ns

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedsim.comm import SERVER
 from fedsim.config import ClientsConfig, Distribution
-from fedsim.rng import SERVER, numpy_stream, stream_seed
+from fedsim.rng import numpy_stream, stream_seed
 
 
 def _lognormal(dist: Distribution, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -62,7 +63,7 @@ class ClientProfiles:
 
 
 @dataclass
-class Cohort:
+class CohortPlan:
     """The clients of one round: those that will run, and those left out and why."""
 
     selected: list[int]
@@ -98,12 +99,12 @@ def sample_poisson(profiles: ClientProfiles, seed: int, round_index: int, rate: 
 
 
 def plan_cohort(profiles: ClientProfiles, candidates: list[int], keep: int, planned_s: dict[int, float],
-                deadline_s: float | None) -> Cohort:
+                deadline_s: float | None) -> CohortPlan:
     """Keep the `keep` fastest candidates that meet the deadline (ties broken by client id)."""
     in_time = [c for c in candidates if deadline_s is None or planned_s[c] <= deadline_s]
     late = sorted(set(candidates) - set(in_time))
     ranked = sorted(in_time, key=lambda c: (planned_s[c], c))
-    return Cohort(sorted(ranked[:keep]), sorted(ranked[keep:]), late, planned_s)
+    return CohortPlan(sorted(ranked[:keep]), sorted(ranked[keep:]), late, planned_s)
 
 
 @dataclass

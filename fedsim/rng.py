@@ -10,8 +10,6 @@ import hashlib
 import numpy as np
 import torch
 
-SERVER = -1  # the client id used for draws that belong to the server
-
 
 def stream_seed(seed: int, client: int, round_index: int, purpose: str) -> int:
     """A 63-bit seed derived from the key with SHA-256 (stable across processes and Python versions)."""

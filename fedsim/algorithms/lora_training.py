@@ -5,7 +5,7 @@ import torch
 
 from fedsim.algorithms.base import Arrays, ClientContext
 from fedsim.models.lora import get_adapter, set_adapter
-from fedsim.privacy.dpsgd import DPSGDSettings, train_dp_sgd
+from fedsim.privacy.dpsgd import DPSGDParams, train_dp_sgd
 from fedsim.rng import seed_torch_global, torch_stream
 from fedsim.train.batching import encode_for_training
 from fedsim.train.local import TrainStats, make_optimizer, train_steps
@@ -24,7 +24,7 @@ def _train_private(ctx: ClientContext, encoded: dict, steps: int, generator: tor
     """DP-SGD steps (Poisson batches of expected size batch_size, per-example clipping, Gaussian noise)."""
     config = ctx.config
     rate = min(1.0, config.train.batch_size / len(ctx.examples))
-    settings = DPSGDSettings(max_grad_norm=config.privacy.dp_sgd.max_grad_norm, delta=config.privacy.budget_delta,
+    settings = DPSGDParams(max_grad_norm=config.privacy.dp_sgd.max_grad_norm, delta=config.privacy.budget_delta,
                              noise_multiplier=ctx.dp_noise_multiplier, sample_rate=rate)
     result = train_dp_sgd(ctx.model, encoded, steps, config.train.lr, settings, generator, optimizer="adam")
     losses = [step.loss for step in result.stats if step.loss is not None]

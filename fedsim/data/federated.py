@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedsim.comm import SERVER
 from fedsim.config import ExperimentConfig
 from fedsim.data.loaders import load_examples
 from fedsim.data.partition import client_domain_weights, client_sizes, partition_dirichlet, partition_iid
 from fedsim.data.task import DOMAINS, Example, generate_examples
-from fedsim.rng import SERVER, numpy_stream, stream_seed
+from fedsim.rng import numpy_stream, stream_seed
 
 
 @dataclass

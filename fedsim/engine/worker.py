@@ -15,12 +15,12 @@ import torch
 
 from fedsim.algorithms import make_algorithm
 from fedsim.algorithms.base import POOLED_CLIENT, ClientContext, ClientOutcome, LLMClient
-from fedsim.comm import Message
+from fedsim.comm import SERVER, Message
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
 from fedsim.engine.secure_sum import ClientSide, secagg_config
 from fedsim.privacy.central import clip_update
-from fedsim.rng import SERVER, seed_torch_global, stream_seed
+from fedsim.rng import seed_torch_global, stream_seed
 
 STATE_VERSIONS_KEPT = 2
 

@@ -29,7 +29,7 @@ _OPACUS_PARAM_ATTRS = ("grad_sample", "_forward_counter", "_current_grad_sample"
                        "summed_grad")
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
-__all__ = ["DPSGDError", "DPSGDResult", "DPSGDSettings", "DPSGDStepStats", "calibrate_noise_multiplier",
+__all__ = ["DPSGDError", "DPSGDResult", "DPSGDParams", "DPSGDStepStats", "calibrate_noise_multiplier",
            "per_example_causal_lm_loss", "train_dp_sgd"]
 
 
@@ -38,7 +38,7 @@ class DPSGDError(AccountingError):
 
 
 @dataclass(frozen=True)
-class DPSGDSettings:
+class DPSGDParams:
     """Give exactly one of `noise_multiplier` / `target_eps` (calibrated for the planned steps
     at `delta`), and exactly one of `sample_rate` / `batch_size` (expected batch size:
     sample_rate = batch_size / n)."""
@@ -126,7 +126,7 @@ def per_example_causal_lm_loss(model: torch.nn.Module, input_ids: torch.Tensor,
 
 
 def train_dp_sgd(model: torch.nn.Module, encoded: dict[str, torch.Tensor], steps: int, lr: float,
-                 settings: DPSGDSettings, generator: torch.Generator, *,
+                 settings: DPSGDParams, generator: torch.Generator, *,
                  optimizer: Literal["sgd", "adam"] = "sgd") -> DPSGDResult:
     """Run `steps` DP-SGD steps on the parameters of `model` that require grad (the LoRA
     adapter of a peft model). `generator` (on the model's device) draws the Poisson batches,

@@ -6,22 +6,22 @@ The engine drives SecAggClient / SecAggServer stage by stage; run_secure_aggrega
 stages in one process.
 """
 from fedsim.secagg.client import SecAggClient
-from fedsim.secagg.cohort import Cohort
+from fedsim.secagg.cohort import SecAggCohort
 from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.cost import Dropouts, cost_aggregate, cost_messages
 from fedsim.secagg.driver import QUANTIZATION_PURPOSE, run_secure_aggregation
 from fedsim.secagg.encoding import AggregateResult, decode_sum, encode_update
 from fedsim.secagg.errors import SecAggAbort, SecAggConfigError, SecAggProtocolError, TensorSpecError
 from fedsim.secagg.graph import neighbour_graph, resolve_degree
-from fedsim.secagg.messages import KINDS, SERVER, CostMessage, EncryptedShares, MaskedInput, Message, PeerKeys, \
-    PublicKeys, UnmaskRequest, UnmaskShares, bytes_by_kind
+from fedsim.secagg.messages import KINDS, CostMessage, EncryptedShares, MaskedInput, PeerKeys, PublicKeys, \
+    SecAggMessage, UnmaskRequest, UnmaskShares, bytes_by_kind
 from fedsim.secagg.server import SecAggServer
 from fedsim.secagg.sizes import MESSAGE_ROUNDS
 from fedsim.secagg.spec import TensorSpec
 
 __all__ = [
-    "AggregateResult", "Cohort", "CostMessage", "Dropouts", "EncryptedShares", "KINDS", "MESSAGE_ROUNDS",
-    "MaskedInput", "Message", "PeerKeys", "PublicKeys", "SERVER", "SecAggAbort", "SecAggClient", "SecAggConfig",
+    "AggregateResult", "CostMessage", "Dropouts", "EncryptedShares", "KINDS", "MESSAGE_ROUNDS", "MaskedInput",
+    "PeerKeys", "PublicKeys", "SecAggAbort", "SecAggClient", "SecAggCohort", "SecAggConfig", "SecAggMessage",
     "SecAggConfigError", "SecAggProtocolError", "SecAggServer", "TensorSpec", "TensorSpecError", "UnmaskRequest",
     "UnmaskShares", "QUANTIZATION_PURPOSE", "bytes_by_kind", "cost_aggregate", "cost_messages", "decode_sum",
     "encode_update", "neighbour_graph", "resolve_degree", "run_secure_aggregation",

@@ -7,13 +7,14 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
+from fedsim.comm import SERVER
 from fedsim.secagg import shamir
 from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.crypto import KeyPair, agree, decrypt_share, encrypt_share
 from fedsim.secagg.encoding import encode_update
 from fedsim.secagg.errors import SecAggAbort, SecAggConfigError, SecAggProtocolError
 from fedsim.secagg.masks import apply_pairwise, pairwise_mask, self_mask
-from fedsim.secagg.messages import SERVER, EncryptedShares, MaskedInput, PeerKeys, PublicKeys, UnmaskRequest, \
+from fedsim.secagg.messages import EncryptedShares, MaskedInput, PeerKeys, PublicKeys, UnmaskRequest, \
     UnmaskShares
 from fedsim.secagg.prg import SEED_BYTES
 from fedsim.secagg.spec import TensorSpec

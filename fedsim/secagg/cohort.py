@@ -14,7 +14,7 @@ from fedsim.secagg.errors import SecAggAbort, SecAggConfigError
 from fedsim.secagg.graph import neighbour_graph
 
 
-class Cohort:
+class SecAggCohort:
     """Ids, indices and neighbour graph of the clients of one aggregation round."""
 
     def __init__(self, client_ids: Sequence[Hashable], config: SecAggConfig, round_index: int) -> None:

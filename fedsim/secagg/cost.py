@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedsim.comm import SERVER
 from fedsim.secagg import sizes
-from fedsim.secagg.cohort import Cohort
+from fedsim.secagg.cohort import SecAggCohort
 from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.encoding import META_LENGTH, AggregateResult, decode_sum
 from fedsim.secagg.errors import SecAggProtocolError
-from fedsim.secagg.messages import KEYS, MASKED_INPUT, SERVER, SHARES, UNMASK, CostMessage
+from fedsim.secagg.messages import KEYS, MASKED_INPUT, SHARES, UNMASK, CostMessage
 from fedsim.secagg.spec import TensorSpec
 
 
@@ -36,7 +37,7 @@ class Dropouts:
         if len(set().union(*groups.values())) != sum(len(group) for group in groups.values()):
             raise SecAggProtocolError("a client can drop out at one stage only")
 
-    def stage_sets(self, cohort: Cohort) -> tuple[frozenset[int], ...]:
+    def stage_sets(self, cohort: SecAggCohort) -> tuple[frozenset[int], ...]:
         """(U1, U2, U3, U5) as index sets."""
         self.check(cohort.index)
         advertised = frozenset(range(len(cohort)))
@@ -46,7 +47,7 @@ class Dropouts:
         return advertised, shared, masked, responded
 
 
-def cost_messages(cohort: Cohort, spec: TensorSpec, config: SecAggConfig, round_index: int,
+def cost_messages(cohort: SecAggCohort, spec: TensorSpec, config: SecAggConfig, round_index: int,
                   dropouts: Dropouts) -> list[CostMessage]:
     """Every message the protocol sends for this cohort and these dropouts, with its exact size,
     in protocol order. Raises SecAggAbort where the protocol would."""
@@ -82,7 +83,7 @@ def cost_aggregate(encoded: Mapping[Hashable, np.ndarray], client_ids: Sequence[
     """Sum the encoded (quantised, weighted, unmasked) vectors of the clients whose input arrived,
     and list the messages the protocol would have sent. `encoded` holds encode_update outputs."""
     spec = TensorSpec.of(tensor_spec)
-    cohort = Cohort(client_ids, config, round_index)
+    cohort = SecAggCohort(client_ids, config, round_index)
     config.check_capacity(len(cohort), spec.total)
     _, _, masked, _ = dropouts.stage_sets(cohort)
     survivors = tuple(cohort.ids[u] for u in sorted(masked))

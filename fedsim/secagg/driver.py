@@ -11,7 +11,7 @@ from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.cost import Dropouts, cost_aggregate
 from fedsim.secagg.encoding import AggregateResult, capped_weight, encode_update
 from fedsim.secagg.errors import TensorSpecError
-from fedsim.secagg.messages import Message
+from fedsim.secagg.messages import SecAggMessage
 from fedsim.secagg.server import SecAggServer
 from fedsim.secagg.spec import TensorSpec
 
@@ -22,7 +22,7 @@ QUANTIZATION_PURPOSE = "secagg-quantize"
 def run_secure_aggregation(updates: Mapping[Hashable, Mapping[str, np.ndarray]], weights: Mapping[Hashable, int],
                            config: SecAggConfig, round_index: int, drop_after_masking: frozenset = frozenset(),
                            seed: int = 0, *, drop_before_shares: frozenset = frozenset(),
-                           drop_before_unmask: frozenset = frozenset()) -> tuple[AggregateResult, list[Message]]:
+                           drop_before_unmask: frozenset = frozenset()) -> tuple[AggregateResult, list[SecAggMessage]]:
     """Aggregate {client: {name: array}} with integer weights in config.mode; return the result and
     every message sent (empty in "off" mode). Client k rounds with the stream
     fedsim.rng.stream_seed(seed, k, round_index, QUANTIZATION_PURPOSE), so "protocol" and "cost"
@@ -56,16 +56,16 @@ def run_secure_aggregation(updates: Mapping[Hashable, Mapping[str, np.ndarray]],
 
 
 def _run_protocol(updates, weights, config: SecAggConfig, round_index: int, spec: TensorSpec, dropouts: Dropouts,
-                  seed: int) -> tuple[AggregateResult, list[Message]]:
+                  seed: int) -> tuple[AggregateResult, list[SecAggMessage]]:
     client_ids = list(updates)
     server = SecAggServer(config, round_index, client_ids, spec)
     dropouts.stage_sets(server.cohort)
     clients = {client: SecAggClient(client, round_index, spec, config,
                                     stream_seed(seed, client, round_index, QUANTIZATION_PURPOSE))
                for client in client_ids}
-    log: list[Message] = []
+    log: list[SecAggMessage] = []
 
-    def deliver_up(message: Message, receive) -> None:
+    def deliver_up(message: SecAggMessage, receive) -> None:
         log.append(message)
         receive(message)
 

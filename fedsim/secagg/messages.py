@@ -125,7 +125,7 @@ class CostMessage(Envelope):
         return self.size
 
 
-Message = PublicKeys | PeerKeys | EncryptedShares | MaskedInput | UnmaskRequest | UnmaskShares | CostMessage
+SecAggMessage = PublicKeys | PeerKeys | EncryptedShares | MaskedInput | UnmaskRequest | UnmaskShares | CostMessage
 
 
 def bytes_by_kind(messages: Iterable[Envelope]) -> dict[tuple[str, str], int]:

@@ -5,14 +5,15 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
+from fedsim.comm import SERVER
 from fedsim.secagg import shamir
-from fedsim.secagg.cohort import Cohort
+from fedsim.secagg.cohort import SecAggCohort
 from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.crypto import PUBLIC_KEY_BYTES, agree, public_key_of
 from fedsim.secagg.encoding import META_LENGTH, AggregateResult, decode_sum
 from fedsim.secagg.errors import SecAggConfigError, SecAggProtocolError
 from fedsim.secagg.masks import apply_pairwise, pairwise_mask, self_mask
-from fedsim.secagg.messages import SERVER, EncryptedShares, MaskedInput, PeerKeys, PublicKeys, UnmaskRequest, \
+from fedsim.secagg.messages import EncryptedShares, MaskedInput, PeerKeys, PublicKeys, UnmaskRequest, \
     UnmaskShares
 from fedsim.secagg.sizes import SHARE_CIPHERTEXT_BYTES
 from fedsim.secagg.spec import TensorSpec
@@ -31,7 +32,7 @@ class SecAggServer:
         self.config = config
         self.round = round_index
         self.spec = TensorSpec.of(tensor_spec)
-        self.cohort = Cohort(client_ids, config, round_index)
+        self.cohort = SecAggCohort(client_ids, config, round_index)
         config.check_capacity(len(self.cohort), self.spec.total)
         self._length = self.spec.total + META_LENGTH
         self._stage = 0

@@ -8,7 +8,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from fedsim.privacy.dpsgd import (
     DPSGDError,
-    DPSGDSettings,
+    DPSGDParams,
     calibrate_noise_multiplier,
     per_example_causal_lm_loss,
     train_dp_sgd,
@@ -79,7 +79,7 @@ def per_example_gradients(model: torch.nn.Module, data: dict[str, torch.Tensor])
 def one_full_batch_step(model, data, noise_multiplier, max_grad_norm, seed=0):
     """One SGD step with lr 1 and q = 1 (every example in the batch): returns -update * n."""
     before = trainable(model)
-    settings = DPSGDSettings(max_grad_norm=max_grad_norm, delta=1e-5, noise_multiplier=noise_multiplier,
+    settings = DPSGDParams(max_grad_norm=max_grad_norm, delta=1e-5, noise_multiplier=noise_multiplier,
                              sample_rate=1.0)
     result = train_dp_sgd(model, data, steps=1, lr=1.0, settings=settings,
                           generator=torch.Generator().manual_seed(seed))
@@ -126,7 +126,7 @@ def test_a_few_noisy_steps_reduce_the_loss():
     model, data = tiny_llama(), encoded_data(n=16)
     with torch.no_grad():
         before = float(per_example_causal_lm_loss(model, *data.values()).mean())
-    settings = DPSGDSettings(max_grad_norm=1.0, delta=1e-5, noise_multiplier=0.3, batch_size=8)
+    settings = DPSGDParams(max_grad_norm=1.0, delta=1e-5, noise_multiplier=0.3, batch_size=8)
     result = train_dp_sgd(model, data, steps=30, lr=0.02, settings=settings,
                           generator=torch.Generator().manual_seed(1), optimizer="adam")
     with torch.no_grad():
@@ -137,7 +137,7 @@ def test_a_few_noisy_steps_reduce_the_loss():
 
 def test_result_event_records_the_steps_taken():
     model, data = tiny_llama(), encoded_data()
-    settings = DPSGDSettings(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.3, batch_size=2)
+    settings = DPSGDParams(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.3, batch_size=2)
     result = train_dp_sgd(model, data, steps=5, lr=0.01, settings=settings, generator=torch.Generator().manual_seed(0))
     assert result.noise_multiplier == 1.3 and result.sample_rate == 2 / EXAMPLES and result.steps == 5
     assert result.event == dpa.SelfComposedDpEvent(
@@ -148,7 +148,7 @@ def test_result_event_records_the_steps_taken():
 
 def test_target_epsilon_is_calibrated_for_the_planned_steps():
     model, data, target, steps = tiny_llama(), encoded_data(), 3.0, 6
-    settings = DPSGDSettings(max_grad_norm=1.0, delta=1e-5, target_eps=target, sample_rate=0.25)
+    settings = DPSGDParams(max_grad_norm=1.0, delta=1e-5, target_eps=target, sample_rate=0.25)
     result = train_dp_sgd(model, data, steps=steps, lr=0.01, settings=settings,
                           generator=torch.Generator().manual_seed(0))
     assert result.noise_multiplier == calibrate_noise_multiplier(target, 1e-5, 0.25, steps)
@@ -159,7 +159,7 @@ def test_target_epsilon_is_calibrated_for_the_planned_steps():
 def test_empty_poisson_batches_still_take_noisy_steps():
     model, data = tiny_llama(), encoded_data(n=2)
     before = flat(trainable(model))
-    settings = DPSGDSettings(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, sample_rate=0.05)
+    settings = DPSGDParams(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, sample_rate=0.05)
     result = train_dp_sgd(model, data, steps=4, lr=0.1, settings=settings, generator=torch.Generator().manual_seed(0))
     assert any(s.batch_size == 0 and s.loss is None for s in result.stats)
     assert not torch.equal(flat(trainable(model)), before)
@@ -170,7 +170,7 @@ def test_opacus_is_detached_and_the_base_model_untouched(name):
     model, data = MODELS[name](), encoded_data()
     model.eval()
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    settings = DPSGDSettings(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, batch_size=4)
+    settings = DPSGDParams(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, batch_size=4)
     for seed in (0, 1):  # a second call must not find hooks from the first one
         train_dp_sgd(model, data, steps=2, lr=0.1, settings=settings, generator=torch.Generator().manual_seed(seed))
     assert not model.training
@@ -186,7 +186,7 @@ def test_opacus_is_detached_and_the_base_model_untouched(name):
 
 
 def test_same_generator_state_gives_the_same_adapter():
-    settings = DPSGDSettings(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, batch_size=4)
+    settings = DPSGDParams(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, batch_size=4)
     adapters = []
     for seed in (7, 7, 8):
         model = tiny_llama()
@@ -200,15 +200,15 @@ def test_same_generator_state_gives_the_same_adapter():
 def test_bad_input_is_named():
     model, data = tiny_llama(), encoded_data()
     with pytest.raises(DPSGDError, match="exactly one of noise_multiplier and target_eps"):
-        DPSGDSettings(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, target_eps=3.0, batch_size=2)
+        DPSGDParams(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, target_eps=3.0, batch_size=2)
     with pytest.raises(DPSGDError, match="exactly one of sample_rate and batch_size"):
-        DPSGDSettings(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0)
-    settings = DPSGDSettings(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, batch_size=2)
+        DPSGDParams(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0)
+    settings = DPSGDParams(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, batch_size=2)
     generator = torch.Generator().manual_seed(0)
     with pytest.raises(DPSGDError, match="lacks"):
         train_dp_sgd(model, {"input_ids": data["input_ids"]}, 1, 0.1, settings, generator)
     with pytest.raises(DPSGDError, match="batch_size 100 exceeds"):
-        train_dp_sgd(model, data, 1, 0.1, DPSGDSettings(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0,
+        train_dp_sgd(model, data, 1, 0.1, DPSGDParams(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0,
                                                         batch_size=100), generator)
     with pytest.raises(DPSGDError, match="optimizer"):
         train_dp_sgd(model, data, 1, 0.1, settings, generator, optimizer="lion")

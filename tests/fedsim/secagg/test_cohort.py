@@ -1,14 +1,14 @@
 """Which secrets the server must rebuild, and when that is impossible."""
 import pytest
 
-from fedsim.secagg.cohort import Cohort
+from fedsim.secagg.cohort import SecAggCohort
 from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.cost import Dropouts
 from fedsim.secagg.errors import SecAggAbort, SecAggProtocolError
 
 
 def test_secrets_needed_and_holders():
-    cohort = Cohort(["a", "b", "c", "d"], SecAggConfig(threshold=0.5), 0)
+    cohort = SecAggCohort(["a", "b", "c", "d"], SecAggConfig(threshold=0.5), 0)
     everyone = frozenset(range(4))
     masked = frozenset({0, 1})
     assert cohort.secrets_needed(frozenset({0, 1, 2}), masked) == {0: "self-mask seed", 1: "self-mask seed",
@@ -23,7 +23,7 @@ def test_secrets_needed_and_holders():
 
 
 def test_dropouts_map_to_stage_sets():
-    cohort = Cohort(["a", "b", "c", "d"], SecAggConfig(), 0)
+    cohort = SecAggCohort(["a", "b", "c", "d"], SecAggConfig(), 0)
     sets = Dropouts(frozenset({"a"}), frozenset({"b"}), frozenset({"c"})).stage_sets(cohort)
     assert sets == ({0, 1, 2, 3}, {1, 2, 3}, {2, 3}, {3})
     with pytest.raises(SecAggProtocolError, match="one stage only"):

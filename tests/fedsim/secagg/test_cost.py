@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fedsim.comm import SERVER
-from fedsim.secagg.cohort import Cohort
+from fedsim.secagg.cohort import SecAggCohort
 from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.cost import Dropouts, cost_aggregate, cost_messages
 from fedsim.secagg.driver import run_secure_aggregation
@@ -39,7 +39,7 @@ def test_cost_bytes_equal_protocol_bytes(n, neighbours, drops):
 
 
 def test_message_sizes_follow_the_formulas():
-    cohort = Cohort([0, 1, 2, 3], SecAggConfig(), 0)
+    cohort = SecAggCohort([0, 1, 2, 3], SecAggConfig(), 0)
     messages = cost_messages(cohort, TensorSpec.of({"w": (100,)}), SecAggConfig(), 0, Dropouts())
     sizes = {(m.kind, m.direction): m.nbytes() for m in messages if 1 in (m.sender, m.receiver)}
     assert sizes == {

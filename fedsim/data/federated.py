@@ -12,7 +12,8 @@ import numpy as np
 from fedsim.comm import SERVER
 from fedsim.config import ExperimentConfig
 from fedsim.data.loaders import load_examples
-from fedsim.data.partition import client_domain_weights, client_sizes, partition_dirichlet, partition_iid
+from fedsim.data.partition import client_domain_weights, client_sizes, partition_dirichlet, partition_iid, \
+    partition_quantity_skew
 from fedsim.data.task import DOMAINS, Example, generate_examples
 from fedsim.rng import numpy_stream, stream_seed
 
@@ -84,10 +85,13 @@ def build_federated_data(config: ExperimentConfig) -> FederatedData:
     test = [examples[i] for i in order[:task.test_size]]
     train = [examples[i] for i in order[task.test_size:]]
     domains = tuple(sorted({example.domain for example in examples}))
-    if task.domain_alpha is None:
-        parts = partition_iid(len(train), n, rng)
+    if task.domain_alpha is not None:
+        parts = partition_dirichlet([example.domain for example in train], n, task.domain_alpha, rng,
+                                    size_skew=task.size_skew)
+    elif task.size_skew is not None:
+        parts = partition_quantity_skew(len(train), n, task.size_skew, rng)
     else:
-        parts = partition_dirichlet([example.domain for example in train], n, task.domain_alpha, rng)
+        parts = partition_iid(len(train), n, rng)
     sizes = np.array([len(part) for part in parts], dtype=np.int64)
     return FederatedData(config.seed, task.min_steps, task.max_steps, domains,
                          _domain_mixture(train, parts, domains), sizes, test, [], train, parts)

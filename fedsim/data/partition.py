@@ -28,27 +28,31 @@ def partition_quantity_skew(
     """Random parts with sizes 1 + Multinomial(n - K, Dirichlet(alpha)): small alpha = very unequal."""
     _check_counts(n_items, num_clients)
     _check_alpha(alpha)
-    sizes = 1 + rng.multinomial(n_items - num_clients, _dirichlet(rng, np.full(num_clients, alpha)))
-    return _split_by_sizes(rng.permutation(n_items), sizes)
+    return _split_by_sizes(rng.permutation(n_items), _skewed_sizes(n_items, num_clients, alpha, rng))
 
 
 def partition_dirichlet(
-    domains: Sequence[str], num_clients: int, alpha: float, rng: np.random.Generator
+    domains: Sequence[str], num_clients: int, alpha: float, rng: np.random.Generator,
+    size_skew: float | None = None,
 ) -> list[np.ndarray]:
-    """Domain-skewed parts of equal size (±1): each client draws a domain mixture from
-    Dirichlet(alpha · D · global domain frequencies), then fills its slots by sampling domains
-    from that mixture among the items still unassigned. Large alpha ≈ IID; small alpha gives
-    each client few domains.
+    """Domain-skewed parts: each client draws a domain mixture from Dirichlet(alpha · D · global
+    domain frequencies), then fills its slots by sampling domains from that mixture among the
+    items still unassigned. Large alpha ≈ IID; small alpha gives each client few domains. Parts
+    have equal sizes (±1), or, with `size_skew`, the sizes of `partition_quantity_skew`.
     """
     n_items = len(domains)
     _check_counts(n_items, num_clients)
     _check_alpha(alpha)
+    if size_skew is None:
+        sizes = np.array([len(part) for part in np.array_split(np.arange(n_items), num_clients)])
+    else:
+        _check_alpha(size_skew)
+        sizes = _skewed_sizes(n_items, num_clients, size_skew, rng)
     domain_names, domain_of_item = np.unique(np.asarray(domains, dtype=object), return_inverse=True)
     pools = [list(rng.permutation(np.flatnonzero(domain_of_item == d))) for d in range(len(domain_names))]
     remaining = np.array([len(pool) for pool in pools], dtype=float)
     concentration = alpha * len(domain_names) * remaining / n_items
     mixtures = np.stack([_dirichlet(rng, concentration) for _ in range(num_clients)])
-    sizes = np.array([len(part) for part in np.array_split(np.arange(n_items), num_clients)])
     slot_owners = rng.permutation(np.repeat(np.arange(num_clients), sizes))
     parts: list[list[int]] = [[] for _ in range(num_clients)]
     for client in slot_owners:
@@ -100,6 +104,11 @@ def _dirichlet(rng: np.random.Generator, concentration: np.ndarray) -> np.ndarra
         draw = np.zeros(len(concentration))
         draw[int(rng.choice(len(concentration), p=concentration / concentration.sum()))] = 1.0
     return draw / draw.sum()
+
+
+def _skewed_sizes(n_items: int, num_clients: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
+    """1 + Multinomial(n - K, Dirichlet(alpha)): K sizes summing to n, none empty."""
+    return 1 + rng.multinomial(n_items - num_clients, _dirichlet(rng, np.full(num_clients, alpha)))
 
 
 def _split_by_sizes(order: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:

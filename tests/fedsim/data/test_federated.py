@@ -34,6 +34,29 @@ def test_file_source_is_partitioned_by_index(tmp_path):
     assert np.allclose(data.domain_weights.sum(axis=1), 1.0)
 
 
+@pytest.mark.parametrize("domain_alpha", [None, 1.0])
+def test_file_client_sizes_follow_task_size_skew(tmp_path, domain_alpha):
+    path = tmp_path / "data.jsonl"
+    save_examples(generate_examples(420, seed=1), path)
+    task = {"source": "file", "path": str(path), "test_size": 20, "domain_alpha": domain_alpha}
+    equal = build_federated_data(validate({"clients": {"num": 10, "per_round": 2}, "task": task}))
+    skewed = build_federated_data(validate({"clients": {"num": 10, "per_round": 2},
+                                            "task": dict(task, size_skew=0.05)}))
+    assert set(equal.sizes.tolist()) == {40}
+    assert int(skewed.sizes.sum()) == 400 and skewed.sizes.min() >= 1 and skewed.sizes.max() > 150
+    assert [len(skewed.client_examples(c)) for c in range(10)] == skewed.sizes.tolist()
+
+
+def test_builtin_client_sizes_follow_task_size_skew():
+    base = {"clients": {"num": 200, "per_round": 2}, "task": {"train_per_client": 10, "test_size": 5,
+                                                               "public_size": 0}}
+    equal = build_federated_data(validate(base))
+    skewed = build_federated_data(validate({**base, "task": dict(base["task"], size_skew=0.1)}))
+    assert set(equal.sizes.tolist()) == {10}
+    assert int(skewed.sizes.sum()) == 2000 and skewed.sizes.max() > 60
+    assert len(skewed.client_examples(int(skewed.sizes.argmax()))) == skewed.sizes.max()
+
+
 def test_too_small_file_is_an_error(tmp_path):
     path = tmp_path / "small.jsonl"
     save_examples(generate_examples(8, seed=1), path)

@@ -50,6 +50,14 @@ def test_dirichlet_alpha_extremes():
     assert _domain_shares(skewed, domains).max(axis=1).mean() > 0.6
 
 
+def test_dirichlet_with_size_skew_keeps_domain_skew_and_unequal_sizes():
+    domains = [DOMAINS[i % len(DOMAINS)] for i in range(800)]
+    parts = partition_dirichlet(domains, 8, 1e-3, np.random.default_rng(2), size_skew=0.05)
+    _assert_exact_cover(parts, 800)
+    assert max(len(p) for p in parts) > 400
+    assert _domain_shares(parts, domains).max(axis=1).mean() > 0.6
+
+
 def test_partitions_are_deterministic_in_the_rng():
     domains = [DOMAINS[i % 3] for i in range(60)]
     first = partition_dirichlet(domains, 5, 0.5, np.random.default_rng(4))
@@ -77,6 +85,7 @@ def test_client_sizes():
     lambda rng: partition_iid(10, 0, rng),
     lambda rng: partition_quantity_skew(10, 2, 0.0, rng),
     lambda rng: partition_dirichlet(["a", "b"], 2, float("nan"), rng),
+    lambda rng: partition_dirichlet(["a", "b"], 2, 1.0, rng, size_skew=0.0),
     lambda rng: client_domain_weights(3, -1.0, rng),
     lambda rng: client_sizes(3, 0, None, rng),
     lambda rng: client_sizes(2.5, 3, None, rng),

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from dp_accounting.dp_event import DpEvent, GaussianDpEvent, PoissonSampledDpEvent
 
-from fedsim.privacy.accounting import AccountingError, calibrate_noise_multiplier
+from fedsim.privacy.accounting import AccountingError
 
 Update = dict[str, np.ndarray]
 
@@ -58,27 +58,12 @@ def central_dp_average(summed: Update, noise_multiplier: float, clip_norm: float
     return {k: (a.astype(np.float64) / expected_cohort_size).astype(a.dtype) for k, a in noised.items()}
 
 
-def sample_poisson_cohort(num_clients: int, sample_rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the clients in this round's cohort: each one independently with probability
-    `sample_rate` (the cohort size varies, possibly 0, as the accountant assumes)."""
-    if not isinstance(num_clients, int) or num_clients < 1:
-        raise CentralDPError(f"num_clients must be an integer >= 1, got {num_clients!r}")
-    _check_rate(sample_rate)
-    return np.flatnonzero(rng.random(num_clients) < sample_rate)
-
-
 def central_dp_event(noise_multiplier: float, sample_rate: float) -> DpEvent:
     """The ledger event of one central-DP round."""
     if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
         raise CentralDPError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}")
     _check_rate(sample_rate)
     return PoissonSampledDpEvent(sample_rate, GaussianDpEvent(noise_multiplier))
-
-
-def calibrate_central_noise(target_eps: float, delta: float, sample_rate: float, rounds: int) -> float:
-    """Noise multiplier for which `rounds` rounds at `sample_rate` spend at most `target_eps`
-    (PLD accountant, add/remove-one-user adjacency)."""
-    return calibrate_noise_multiplier(target_eps, delta, sample_rate, rounds)
 
 
 def _check_positive(name: str, value: float) -> None:

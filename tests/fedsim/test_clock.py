@@ -1,7 +1,7 @@
 """Device profiles, cohort sampling and the virtual clock."""
 import pytest
 
-from fedsim.clock import ClientProfiles, plan_cohort, sample_online
+from fedsim.clock import ClientProfiles, plan_cohort, sample_online, sample_poisson
 from fedsim.config import validate
 
 
@@ -26,6 +26,15 @@ def test_sampling_is_distinct_online_and_deterministic():
     assert drawn != sample_online(p, 7, 4, 20)
     online = sum(p.is_online(7, c, 0) for c in range(1000))
     assert 400 < online < 600
+
+
+def test_poisson_cohort_has_variable_size_with_the_right_rate():
+    p = profiles()
+    sizes = [len(sample_poisson(p, 7, r, 0.05)) for r in range(200)]
+    assert sum(sizes) / len(sizes) == pytest.approx(50, rel=0.05)
+    assert len(set(sizes)) > 10
+    cohort = sample_poisson(p, 7, 0, 0.05)
+    assert len(set(cohort)) == len(cohort) and max(cohort) < 1000 and cohort == sample_poisson(p, 7, 0, 0.05)
 
 
 def test_cohort_keeps_fastest_and_applies_deadline():

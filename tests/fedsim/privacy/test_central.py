@@ -4,14 +4,13 @@ import numpy as np
 import pytest
 from dp_accounting.pld import PLDAccountant
 
+from fedsim.privacy.accounting import calibrate_noise_multiplier
 from fedsim.privacy.central import (
     CentralDPError,
     add_central_noise,
-    calibrate_central_noise,
     central_dp_average,
     central_dp_event,
     clip_update,
-    sample_poisson_cohort,
 )
 from fedsim.privacy.ledger import SERVER_USER_UNIT, PrivacyLedger
 
@@ -77,15 +76,6 @@ def test_average_divides_the_noised_sum_by_the_expected_cohort_size():
         np.testing.assert_allclose(averaged[key], noised[key] / 12.5, rtol=1e-6)
 
 
-def test_poisson_cohort_has_variable_size_with_the_right_rate():
-    rng = np.random.default_rng(8)
-    sizes = [len(sample_poisson_cohort(1000, 0.05, rng)) for _ in range(200)]
-    assert np.mean(sizes) == pytest.approx(50, rel=0.05)
-    assert len(set(sizes)) > 10
-    cohort = sample_poisson_cohort(1000, 0.05, rng)
-    assert np.all(np.diff(cohort) > 0) and cohort.max() < 1000
-
-
 def test_rounds_in_the_ledger_equal_the_self_composed_event():
     sigma, q, rounds, delta = 1.1, 0.02, 12, 1e-6
     ledger = PrivacyLedger(budget_delta=delta)
@@ -100,7 +90,7 @@ def test_rounds_in_the_ledger_equal_the_self_composed_event():
 
 def test_calibrated_noise_meets_the_target_over_the_rounds():
     target, delta, q, rounds = 2.0, 1e-6, 0.02, 20
-    sigma = calibrate_central_noise(target, delta, q, rounds)
+    sigma = calibrate_noise_multiplier(target, delta, q, rounds)
     ledger = PrivacyLedger(budget_eps=target, budget_delta=delta)
     for r in range(rounds):
         assert ledger.record(SERVER_USER_UNIT, r, "central_dp", central_dp_event(sigma, q),

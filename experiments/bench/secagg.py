@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsim.engine.secure_sum import QUANTIZATION_PURPOSE
 from fedsim.rng import stream_seed
-from fedsim.secagg import QUANTIZATION_PURPOSE, Dropouts, SecAggClient, SecAggConfig, SecAggServer, TensorSpec, \
-    cost_aggregate, encode_update
+from fedsim.secagg import Dropouts, SecAggClient, SecAggConfig, SecAggServer, TensorSpec, cost_aggregate, \
+    encode_update
 from fedsim.secagg.graph import resolve_degree
 
 RESULTS = Path(__file__).resolve().parent / "results" / "secagg.json"

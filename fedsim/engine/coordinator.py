@@ -246,16 +246,17 @@ class RoundEngine:
         if self.secagg is None:
             total, weight = weighted_sum(group, self.algorithm.summed_kind)
             return total, weight, frozenset()
-        from fedsim.secagg import TensorSpec
+        from fedsim.secagg import Dropouts, TensorSpec
 
         spec = TensorSpec.from_update(self.globals[preset])
         handed = {outcome.client: outcome.secagg for outcome in group}
         dropped = dropped_after_masking(sorted(handed), self.config.secagg.dropout_rate, self.config.seed,
                                         round_index)
+        dropouts = Dropouts(before_input=dropped)
         if self.secagg.mode == "protocol":
-            result = run_protocol(self.secagg, round_index, spec, handed, dropped, self._stage_call, messages)
+            result = run_protocol(self.secagg, round_index, spec, handed, dropouts, self._stage_call, messages)
         else:
-            result = run_cost(self.secagg, round_index, spec, handed, dropped, messages)
+            result = run_cost(self.secagg, round_index, spec, handed, dropouts, messages)
         return result.weighted_sum, result.total_weight, dropped
 
     def _stage_call(self, stage: str, inbox: dict[int, Any]) -> dict[int, Any]:

@@ -3,7 +3,8 @@
 Protocol mode runs the four message rounds of Bonawitz et al. across the worker pool (one batched
 call per worker per stage); the coordinator never receives a client's update, only public keys,
 ciphertexts, masked vectors and shares. Cost mode sums the clients' quantised vectors in plaintext
-and counts the messages the protocol would send, with their exact sizes.
+and counts the messages the protocol would send, with their exact sizes. With one ClientSide as
+`stage`, the same functions run a whole aggregation in one process.
 """
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ import numpy as np
 from fedsim.comm import Message
 from fedsim.config import SecAggSettings
 from fedsim.rng import stream_seed
-from fedsim.secagg import (QUANTIZATION_PURPOSE, AggregateResult, Dropouts, SecAggAbort, SecAggClient, SecAggConfig,
+from fedsim.secagg import (AggregateResult, Dropouts, SecAggAbort, SecAggClient, SecAggConfig, SecAggMessage,
                            SecAggServer, TensorSpec, cost_aggregate, encode_update)
 
 StageCall = Callable[[str, dict[int, Any]], dict[int, Any]]
+QUANTIZATION_PURPOSE = "secagg-quantize"
+"""Purpose of each client's stochastic-rounding stream (fedsim.rng.stream_seed)."""
 
 
 def secagg_config(settings: SecAggSettings) -> SecAggConfig:
@@ -73,32 +76,35 @@ def dropped_after_masking(clients: list[int], rate: float, seed: int, round_inde
     return frozenset(c for c in clients if stream_seed(seed, c, round_index, "secagg-drop") / float(1 << 63) < rate)
 
 
-def _wrap(envelopes: list[Any]) -> list[Message]:
+def _wrap(envelopes: list[SecAggMessage]) -> list[Message]:
     return [Message(e.kind, e.sender, e.receiver, e) for e in envelopes]
 
 
 def run_protocol(config: SecAggConfig, round_index: int, spec: TensorSpec, keys: dict[int, Any],
-                 dropped: frozenset[int], stage: StageCall, sent: list[Message]) -> AggregateResult:
+                 dropouts: Dropouts, stage: StageCall, sent: list[Message]) -> AggregateResult:
     """Drive the server through the four rounds; `stage` reaches the clients on their workers.
 
-    Every message is appended to `sent` as it goes, so an aborted aggregation still counts its bytes.
+    `keys` holds every cohort client's PublicKeys; a client in `dropouts` is not asked again from
+    the stage it drops at. Every message is appended to `sent` as it goes, so an aborted
+    aggregation still counts its bytes.
     """
     server = SecAggServer(config, round_index, sorted(keys), spec)
+    dropouts.stage_sets(server.cohort)
     sent += _wrap([keys[c] for c in sorted(keys)])
     for c in sorted(keys):
         server.receive_keys(keys[c])
     peer_keys = server.broadcast_keys()
-    shares = stage("share", {m.receiver: m for m in peer_keys})
+    shares = stage("share", {m.receiver: m for m in peer_keys if m.receiver not in dropouts.before_shares})
     sent += _wrap(peer_keys + [shares[c] for c in sorted(shares)])
     for c in sorted(shares):
         server.receive_shares(shares[c])
     forwarded = server.forward_shares()
-    masked = stage("mask", {m.receiver: m for m in forwarded if m.receiver not in dropped})
+    masked = stage("mask", {m.receiver: m for m in forwarded if m.receiver not in dropouts.before_input})
     sent += _wrap(forwarded + [masked[c] for c in sorted(masked)])
     for c in sorted(masked):
         server.receive_masked_input(masked[c])
     requests = server.request_unmask()
-    replies = stage("unmask", {m.receiver: m for m in requests})
+    replies = stage("unmask", {m.receiver: m for m in requests if m.receiver not in dropouts.before_unmask})
     sent += _wrap(requests + [replies[c] for c in sorted(replies)])
     for c in sorted(replies):
         server.receive_unmask(replies[c])
@@ -106,13 +112,14 @@ def run_protocol(config: SecAggConfig, round_index: int, spec: TensorSpec, keys:
 
 
 def run_cost(config: SecAggConfig, round_index: int, spec: TensorSpec, encoded: dict[int, np.ndarray],
-             dropped: frozenset[int], sent: list[Message]) -> AggregateResult:
-    """Plaintext sum of the quantised vectors; the protocol's messages are appended to `sent`."""
-    arrived = {c: v for c, v in encoded.items() if c not in dropped}
-    result, messages = cost_aggregate(arrived, sorted(encoded), spec, config, round_index,
-                                      Dropouts(before_input=dropped))
+             dropouts: Dropouts, sent: list[Message]) -> AggregateResult:
+    """Plaintext sum of the quantised vectors that arrive; the protocol's messages are appended to `sent`."""
+    absent = dropouts.before_shares | dropouts.before_input
+    arrived = {c: v for c, v in encoded.items() if c not in absent}
+    result, messages = cost_aggregate(arrived, sorted(encoded), spec, config, round_index, dropouts)
     sent += _wrap(messages)
     return result
 
 
-__all__ = ["ClientSide", "SecAggAbort", "dropped_after_masking", "run_cost", "run_protocol", "secagg_config"]
+__all__ = ["ClientSide", "QUANTIZATION_PURPOSE", "SecAggAbort", "dropped_after_masking", "quantization_rng",
+           "run_cost", "run_protocol", "secagg_config"]

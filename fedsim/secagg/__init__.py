@@ -2,27 +2,25 @@
 
 Modes: "protocol" (real X25519 keys, Shamir shares, AEAD, PRG masks mod 2^k), "cost" (plaintext
 sum of the same quantised integers, and the protocol's exact messages and sizes), "off".
-The engine drives SecAggClient / SecAggServer stage by stage; run_secure_aggregation runs all
-stages in one process.
+fedsim.engine.secure_sum drives SecAggClient / SecAggServer stage by stage.
 """
 from fedsim.secagg.client import SecAggClient
 from fedsim.secagg.cohort import SecAggCohort
 from fedsim.secagg.config import SecAggConfig
 from fedsim.secagg.cost import Dropouts, cost_aggregate, cost_messages
-from fedsim.secagg.driver import QUANTIZATION_PURPOSE, run_secure_aggregation
 from fedsim.secagg.encoding import AggregateResult, decode_sum, encode_update
 from fedsim.secagg.errors import SecAggAbort, SecAggConfigError, SecAggProtocolError, TensorSpecError
 from fedsim.secagg.graph import neighbour_graph, resolve_degree
 from fedsim.secagg.messages import KINDS, CostMessage, EncryptedShares, MaskedInput, PeerKeys, PublicKeys, \
-    SecAggMessage, UnmaskRequest, UnmaskShares, bytes_by_kind
+    SecAggMessage, UnmaskRequest, UnmaskShares
 from fedsim.secagg.server import SecAggServer
 from fedsim.secagg.sizes import MESSAGE_ROUNDS
 from fedsim.secagg.spec import TensorSpec
 
 __all__ = [
     "AggregateResult", "CostMessage", "Dropouts", "EncryptedShares", "KINDS", "MESSAGE_ROUNDS", "MaskedInput",
-    "PeerKeys", "PublicKeys", "SecAggAbort", "SecAggClient", "SecAggCohort", "SecAggConfig", "SecAggMessage",
-    "SecAggConfigError", "SecAggProtocolError", "SecAggServer", "TensorSpec", "TensorSpecError", "UnmaskRequest",
-    "UnmaskShares", "QUANTIZATION_PURPOSE", "bytes_by_kind", "cost_aggregate", "cost_messages", "decode_sum",
-    "encode_update", "neighbour_graph", "resolve_degree", "run_secure_aggregation",
+    "PeerKeys", "PublicKeys", "SecAggAbort", "SecAggClient", "SecAggCohort", "SecAggConfig", "SecAggConfigError",
+    "SecAggMessage", "SecAggProtocolError", "SecAggServer", "TensorSpec", "TensorSpecError", "UnmaskRequest",
+    "UnmaskShares", "cost_aggregate", "cost_messages", "decode_sum", "encode_update", "neighbour_graph",
+    "resolve_degree",
 ]

@@ -3,7 +3,7 @@ fedsim.comm.SERVER), and nbytes() measured on its real payload (byte strings, ar
 indices), so fedsim.comm.payload_nbytes counts it when it travels as a comm.Message payload."""
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -127,11 +127,3 @@ class CostMessage(Envelope):
 
 SecAggMessage = PublicKeys | PeerKeys | EncryptedShares | MaskedInput | UnmaskRequest | UnmaskShares | CostMessage
 
-
-def bytes_by_kind(messages: Iterable[Envelope]) -> dict[tuple[str, str], int]:
-    """Total bytes per (kind, direction)."""
-    totals: dict[tuple[str, str], int] = {}
-    for message in messages:
-        key = (message.kind, message.direction)
-        totals[key] = totals.get(key, 0) + message.nbytes()
-    return totals

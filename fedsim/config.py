@@ -196,6 +196,26 @@ class LLMSettings(_Section):
     request_retries: int = Field(2, ge=0, description="resends of a request that timed out or lost its replica")
 
 
+class FedCoTDecoderSettings(_Section):
+    """The learned local decoder of `fedcot.recover: decoder` (fedsim.algorithms.fedcot_decoder): a
+    small causal LM the server fine-tunes on public questions only, shipped to each client once."""
+
+    model: str = Field("llama-0.3m-pt", description="preset, pretrained base or local model directory it starts from")
+    public_questions: int = Field(400, ge=1, description="public questions it is trained on (<= task.public_size)")
+    steps: int = Field(300, ge=1, description="optimizer steps, all weights trained")
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    max_len: int = Field(192, ge=16, description="tokens of (question, LLM reply, rationale) per row")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from fedsim.models.presets import check_model_name
+
+        check_model_name(value)
+        return value
+
+
 class FedCoTSettings(_Section):
     """FedCoT: clients perturb their prompts, the server LLM returns rationales, the SLM learns both."""
 
@@ -205,10 +225,21 @@ class FedCoTSettings(_Section):
     top_k: int = Field(20, ge=2, description="EM candidate group size")
     exclude: list[str] = Field(default_factory=list, description="token classes left unperturbed")
     alpha: float = Field(0.5, ge=0, le=1, description="L = alpha*CE(rationale) + (1-alpha)*CE(answer)")
-    recover: bool = Field(False, description="recover rationales locally against the original question")
+    recover: Literal["none", "decoder", "oracle"] = Field(
+        "none", description="none: train on the LLM's replies; decoder: a learned local decoder rewrites them "
+                            "against the clean question; oracle: rule-based, redoes the task's ring arithmetic")
+    decoder: FedCoTDecoderSettings = Field(default_factory=FedCoTDecoderSettings)
     max_new_tokens: int = Field(48, ge=1)
     max_prompt_tokens: int = Field(
         72, ge=1, description="questions are cut to this many LLM tokens; bounds the units perturbed per prompt")
+
+    @field_validator("recover", mode="before")
+    @classmethod
+    def _no_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"recover is one of none, decoder, oracle (got {value}); the former `recover: true` "
+                             "is `oracle` (rule-based, it knows the task's arithmetic), `false` is `none`")
+        return value
 
 
 class EngineConfig(_Section):
@@ -260,6 +291,20 @@ class ExperimentConfig(_Section):
         if len(set(value)) != len(value):
             raise ValueError("algorithms must not repeat")
         return value
+
+    @model_validator(mode="after")
+    def _decoder_data_fits(self) -> "ExperimentConfig":
+        fedcot = self.fedcot
+        if "fedcot" not in self.algorithms or fedcot.recover != "decoder":
+            return self
+        if self.task.source != "builtin":
+            raise ValueError("fedcot.recover: decoder trains on the built-in task's public split; "
+                             "task.source: file has none")
+        if self.task.public_size < fedcot.decoder.public_questions:
+            raise ValueError(f"fedcot.recover: decoder trains on fedcot.decoder.public_questions "
+                             f"({fedcot.decoder.public_questions}) public questions, but task.public_size is "
+                             f"{self.task.public_size}")
+        return self
 
     @model_validator(mode="after")
     def _privacy_fits(self) -> "ExperimentConfig":

@@ -1,7 +1,7 @@
 """FedCoT: federated chain-of-thought distillation (algorithms.md §2).
 
 On its first participation a client renders each of its questions in the teacher's prompt format
-(fedsim.train.batching.render_prompt, rationale mode), cuts the question to
+(fedsim.data.prompts.render_prompt, rationale mode), cuts the question to
 `fedcot.max_prompt_tokens` tokens of the LLM's tokenizer (keeping its end, where the question is
 asked), perturbs it with EM or AEM over the LLM's own input embeddings (fedsim.privacy.text), and
 sends all its prompts to the server LLM in ONE generate request. It parses each answer into a
@@ -23,14 +23,26 @@ their share. eps = inf (or mechanism "none") sends the questions unperturbed: th
 recorded as a NonPrivate event (epsilon = inf), so a client with a finite budget is refused rather
 than sending its raw questions.
 
-Local recovery (fedcot.recover, §2.6). A rule-based stand-in for the paper's learned local decoder,
-for the built-in task's rationale grammar ("a + b = c . c - d = e"): the client keeps what the LLM
-contributed, the number of steps and whether each one adds or subtracts (its reading of the
-words), and redoes the arithmetic with the question's own numbers (its digits are the start and
-the moves, in order) on the ring of ten. A rationale that does not parse as one step per move is
-kept as received. The decoder uses task knowledge (the ring) that a learned decoder would have to
-learn, so it is an optimistic bound on what local recovery can give; it sees no data beyond the
-client's own question and the LLM's answer, and sends nothing.
+Local recovery (fedcot.recover, §2.6), before the client trains on the replies:
+- `none`: the replies as received.
+- `decoder`: the paper's kind, a learned local decoder (fedsim.algorithms.fedcot_decoder) that
+  rewrites each reply given the client's clean question. The server trains it before any client
+  uses it, on public data only: `fedcot.decoder.public_questions` questions of the task's public
+  split, perturbed with the clients' own mechanism and eps (server-keyed streams), sent to the LLM
+  in one request (server-internal traffic: not federated bytes, not on the clients' clock), the
+  gold rationales as targets. It reaches each client as a `decoder` message on the client's first
+  participation, its parameters counted by the byte ledger. In the simulation the worker hosting
+  a client computes the decoder on the server's behalf, once per worker, from the same keyed
+  streams, so every worker holds the same weights. A decoder output without a rationale leaves
+  the reply as received.
+- `oracle`: a rule-based stand-in for the built-in task's rationale grammar ("a + b = c . c - d =
+  e"): the client keeps what the LLM contributed, the number of steps and whether each one adds or
+  subtracts (its reading of the words), and redoes the arithmetic with the question's own numbers
+  (its digits are the start and the moves, in order) on the ring of ten. A rationale that does
+  not parse as one step per move is kept as received. It uses task knowledge (the ring) that no
+  real client's decoder has, so it is an ORACLE, an optimistic bound on local recovery, labelled
+  as such wherever it is reported; it sees no data beyond the client's question and the LLM's
+  answer, and sends nothing.
 """
 from __future__ import annotations
 
@@ -43,12 +55,14 @@ import torch
 from dp_accounting.dp_event import NonPrivateDpEvent
 from dp_accounting.privacy_accountant import NeighboringRelation
 
-from fedsim.algorithms.base import Algorithm, ClientContext, ClientOutcome, PlannedRelease
+from fedsim.algorithms.base import Algorithm, ClientContext, ClientOutcome, LLMClient, PlannedRelease
+from fedsim.algorithms.fedcot_decoder import DECODER_KIND, LocalDecoder
 from fedsim.comm import SERVER, Message
 from fedsim.config import ExperimentConfig
+from fedsim.data.prompts import ANSWER_MARKER, extract_answer, render_prompt
 from fedsim.data.task import RATIONALE_STEP_SEPARATOR, RING_SIZE, Example
 from fedsim.privacy.accounting import PureEpsEntry
-from fedsim.train.batching import ANSWER_MARKER, encode_for_training, extract_answer, render_prompt
+from fedsim.train.batching import encode_for_training
 from fedsim.train.local import TrainStats, batch_loss, check_steps, minibatches, optimizer_step
 
 RELEASE = "fedcot_prompts"
@@ -73,7 +87,7 @@ def parse_output(text: str) -> tuple[str, str]:
     return rationale.strip(), extract_answer(text)
 
 
-def recover(rationale: str, question: str) -> tuple[str, str] | None:
+def oracle_recover(rationale: str, question: str) -> tuple[str, str] | None:
     """The LLM's steps redone with the question's own numbers (see the module docstring), as
     (rationale, answer); None when the question is not a ring problem (its numbers are not digits of
     the ring) or the rationale does not parse as one step per move."""
@@ -196,6 +210,68 @@ class TeacherSide:
                                             settings.aem_lap_fraction)
 
 
+def perturbed_prompts(teacher: TeacherSide, settings: Any, examples: list[Example],
+                      rng: Any) -> tuple[list[str], dict[str, float]]:
+    """The LLM prompts of `examples` as a FedCoT client sends them: each question cut to
+    `settings.max_prompt_tokens` LLM tokens, perturbed by the teacher's perturber (none: clean),
+    in the rationale prompt format; and the perturbation's metrics."""
+    bodies = [cut_to_tokens(teacher.tokenizer, question_body(example), settings.max_prompt_tokens)
+              for example in examples]
+    metrics: dict[str, float] = {"fedcot_prompts": float(len(bodies))}
+    if teacher.perturber is None:
+        sent = bodies
+        metrics.update(fedcot_units_perturbed=0.0, fedcot_units_changed=0.0, fedcot_unprotected_fraction=1.0)
+    else:
+        perturbed = teacher.perturber.perturb_batch(bodies, rng)
+        largest = max(p.n_perturbable for p in perturbed)
+        if largest > settings.max_prompt_tokens:
+            raise RuntimeError(f"a prompt has {largest} perturbed units, more than the "
+                               f"{settings.max_prompt_tokens} the privacy ledger accounts for")
+        sent = [p.text for p in perturbed]
+        metrics.update(fedcot_units_perturbed=float(sum(p.n_perturbable for p in perturbed)),
+                       fedcot_units_changed=float(sum(p.n_changed for p in perturbed)),
+                       fedcot_unprotected_fraction=teacher.kit.unprotected_fraction(bodies))
+    return [render_prompt(Example(question=body, answer=""), "rationale") for body in sent], metrics
+
+
+def generation_params(config: ExperimentConfig) -> dict[str, Any]:
+    """The LLM's generation parameters for FedCoT's rationales (greedy)."""
+    return {"max_new_tokens": config.fedcot.max_new_tokens, "temperature": 0.0}
+
+
+def train_public_decoder(config: ExperimentConfig, teacher: TeacherSide, llm: LLMClient) -> LocalDecoder:
+    """The server's decoder (module docstring): the first `fedcot.decoder.public_questions` public
+    questions perturbed as the clients perturb theirs, the LLM's replies in one request, every
+    weight of `fedcot.decoder.model` fine-tuned to write the gold rationales."""
+    from fedsim.algorithms.fedcot_decoder import load_decoder_base, train_decoder
+    from fedsim.data.federated import build_federated_data
+    from fedsim.rng import numpy_stream, stream_seed, torch_stream
+
+    settings = config.fedcot.decoder
+    public = build_federated_data(config).public[:settings.public_questions]
+    if len(public) < settings.public_questions:
+        raise FedCoTConfigError(f"fedcot.decoder.public_questions is {settings.public_questions}, but the "
+                                f"task's public split holds {len(public)}")
+    rng = numpy_stream(config.seed, SERVER, 0, "fedcot-decoder-perturb")
+    prompts, _ = perturbed_prompts(teacher, config.fedcot, public, rng)
+    replies = llm.generate(prompts, generation_params(config))
+    if len(replies) != len(prompts):
+        raise RuntimeError(f"the LLM answered {len(replies)} of {len(prompts)} prompts")
+    base = load_decoder_base(settings.model, stream_seed(config.seed, SERVER, 0, "fedcot-decoder-init"))
+    return train_decoder(base, public, [question_body(example) for example in public], replies, settings.steps,
+                         settings.batch_size, settings.lr, settings.max_len,
+                         torch_stream(config.seed, SERVER, 0, "fedcot-decoder-batches"))
+
+
+def decode_targets(decoder: LocalDecoder, examples: list[Example], replies: list[str],
+                   max_new_tokens: int) -> list[tuple[str, str]]:
+    """The decoder's (rationale, answer) for each reply given the example's clean question; a
+    reply whose decoding has no rationale is kept as received."""
+    texts = decoder.rewrite([question_body(example) for example in examples], replies, max_new_tokens)
+    decoded = [parse_output(text) for text in texts]
+    return [d if d[0] else parse_output(reply) for d, reply in zip(decoded, replies)]
+
+
 class FedCoT(Algorithm):
     name = "fedcot"
     keeps_client_state = True
@@ -212,6 +288,7 @@ class FedCoT(Algorithm):
         if config.fedcot.alpha > 0 and config.fedcot.max_new_tokens < 2:
             raise FedCoTConfigError("fedcot.max_new_tokens must leave room for a rationale (>= 2)")
         self._teacher: TeacherSide | None = None
+        self._decoder: tuple[LocalDecoder, dict[str, Any]] | None = None
 
     def download_kind(self) -> str | None:
         return None
@@ -235,45 +312,45 @@ class FedCoT(Algorithm):
             self._teacher = TeacherSide(self.config)
         return self._teacher
 
+    def decoder(self, llm: LLMClient) -> tuple[LocalDecoder, dict[str, Any]]:
+        """The server's decoder and its wire payload, trained on first use (see the module docstring)."""
+        if self._decoder is None:
+            decoder = train_public_decoder(self.config, self.teacher(), llm)
+            self._decoder = decoder, decoder.payload()
+        return self._decoder
+
     def _ask_llm(self, ctx: ClientContext) -> tuple[list[tuple[str, str]], list[Message], dict[str, float]]:
         """Perturb, send one request, parse (and recover) the answers: (targets, messages, metrics)."""
+        from fedsim.rng import numpy_stream
+
         settings = self.config.fedcot
         if ctx.llm is None:
             raise FedCoTConfigError("fedcot clients need the server LLM, but the worker has no LLM client")
-        teacher = self.teacher()
-        bodies = [cut_to_tokens(teacher.tokenizer, question_body(example), settings.max_prompt_tokens)
-                  for example in ctx.examples]
-        metrics: dict[str, float] = {"fedcot_prompts": float(len(bodies))}
-        if teacher.perturber is None:
-            sent = bodies
-            metrics.update(fedcot_units_perturbed=0.0, fedcot_units_changed=0.0, fedcot_unprotected_fraction=1.0)
-        else:
-            from fedsim.rng import numpy_stream
-
-            rng = numpy_stream(self.config.seed, ctx.client, ctx.round_index, "fedcot-perturb")
-            perturbed = teacher.perturber.perturb_batch(bodies, rng)
-            largest = max(p.n_perturbable for p in perturbed)
-            if largest > settings.max_prompt_tokens:
-                raise RuntimeError(f"a prompt has {largest} perturbed units, more than the "
-                                   f"{settings.max_prompt_tokens} the privacy ledger accounts for")
-            sent = [p.text for p in perturbed]
-            metrics.update(fedcot_units_perturbed=float(sum(p.n_perturbable for p in perturbed)),
-                           fedcot_units_changed=float(sum(p.n_changed for p in perturbed)),
-                           fedcot_unprotected_fraction=teacher.kit.unprotected_fraction(bodies))
-        prompts = [render_prompt(Example(question=body, answer=""), "rationale") for body in sent]
-        replies = ctx.llm.generate(prompts, {"max_new_tokens": settings.max_new_tokens, "temperature": 0.0})
+        decoder = self.decoder(ctx.llm) if settings.recover == "decoder" else None
+        rng = numpy_stream(self.config.seed, ctx.client, ctx.round_index, "fedcot-perturb")
+        prompts, metrics = perturbed_prompts(self.teacher(), settings, ctx.examples, rng)
+        replies = ctx.llm.generate(prompts, generation_params(self.config))
         if len(replies) != len(prompts):
             raise RuntimeError(f"the LLM answered {len(replies)} of {len(prompts)} prompts")
-        targets = [parse_output(reply) for reply in replies]
-        metrics["fedcot_rationale_fraction"] = sum(bool(rationale) for rationale, _ in targets) / len(targets)
-        metrics["fedcot_llm_accuracy"] = sum(answer == example.answer.strip() for (_, answer), example
-                                             in zip(targets, ctx.examples)) / len(targets)
-        if settings.recover:
-            recovered = [recover(rationale, example.question) for (rationale, _), example
-                         in zip(targets, ctx.examples)]
-            metrics["fedcot_recovered_fraction"] = sum(r is not None for r in recovered) / len(targets)
-            targets = [r if r is not None else t for r, t in zip(recovered, targets)]
         messages = [Message("prompts", ctx.client, SERVER, prompts), Message("rationales", SERVER, ctx.client, replies)]
+        received = [parse_output(reply) for reply in replies]
+        targets = received
+        if settings.recover == "oracle":
+            recovered = [oracle_recover(rationale, example.question) for (rationale, _), example
+                         in zip(received, ctx.examples)]
+            metrics["fedcot_recovered_fraction"] = sum(r is not None for r in recovered) / len(targets)
+            targets = [r if r is not None else t for r, t in zip(recovered, received)]
+        elif decoder is not None:
+            messages.append(Message(DECODER_KIND, SERVER, ctx.client, decoder[1]))
+            targets = decode_targets(decoder[0], ctx.examples, replies, settings.max_new_tokens)
+            metrics["fedcot_decoder_changed_fraction"] = sum(t != r for t, r in zip(targets, received)) / len(targets)
+
+        def accuracy(pairs: list[tuple[str, str]]) -> float:
+            return sum(answer == example.answer.strip() for (_, answer), example in zip(pairs, ctx.examples)) / len(pairs)
+
+        metrics["fedcot_rationale_fraction"] = sum(bool(rationale) for rationale, _ in received) / len(received)
+        metrics["fedcot_llm_accuracy"] = accuracy(received)
+        metrics["fedcot_target_accuracy"] = accuracy(targets)
         return targets, messages, metrics
 
     def client_step(self, ctx: ClientContext) -> ClientOutcome:

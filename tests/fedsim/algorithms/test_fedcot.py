@@ -10,12 +10,15 @@ from fedsim.algorithms.fedcot import (
     FedCoTConfigError,
     build_multitask_data,
     cut_to_tokens,
+    decode_targets,
+    oracle_recover,
     parse_output,
-    recover,
     train_multitask,
 )
-from fedsim.config import validate
+from fedsim.comm import payload_nbytes
+from fedsim.config import ConfigError, validate
 from fedsim.data.federated import build_federated_data
+from fedsim.data.prompts import render_prompt
 from fedsim.data.task import Example, generate_examples
 from fedsim.engine.coordinator import RoundEngine
 from fedsim.engine.inprocess import InProcessExecutor
@@ -24,9 +27,9 @@ from fedsim.models.presets import build_model
 from fedsim.models.tokenizer import builtin_tokenizer
 from fedsim.privacy.ledger import client_unit
 from fedsim.pretrain import PretrainSettings, pretrain
-from fedsim.teacher import InProcessLLM
-from fedsim.train.batching import encode_for_training, render_prompt
+from fedsim.train.batching import encode_for_training
 from fedsim.train.local import batch_loss, make_optimizer, train_steps
+from serve.inprocess import InProcessLLM
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +150,75 @@ def test_settings_fedcot_cannot_honour_fail_early(teacher_dir):
         make_engine(teacher_dir, privacy={"dp_sgd": {"noise_multiplier": 1.0}})
 
 
+DECODER = {"model": "llama-0.3m-pt", "public_questions": 8, "steps": 3, "batch_size": 4, "max_len": 160}
+
+
+def test_decoder_is_trained_on_public_data_only_shipped_once_and_counted(teacher_dir):
+    engine, llm = make_engine(teacher_dir, clients={"num": 2, "per_round": 2}, task={"public_size": 10},
+                              fedcot={"mechanism": "em", "eps_per_token": 2.0, "recover": "decoder",
+                                      "decoder": DECODER})
+    first = engine.run_round()
+    algorithm = engine.executor.workers[0].algorithm
+    decoder, payload = algorithm.decoder(llm)
+    public = engine.data.public[:8]
+    assert decoder.trained_on == tuple(e.question for e in public)
+    private = {e.question for c in range(2) for e in engine.data.client_examples(c)} | {e.question for e in engine.data.test}
+    assert not private & set(decoder.trained_on)
+    # the server's own request (public questions, perturbed) comes first, then one per client
+    assert [len(prompts) for prompts, _ in llm.calls] == [8, 5, 5]
+    assert llm.calls[0][0] != [render_prompt(e, "rationale") for e in public]
+    # every parameter once (tied embeddings once), float32, to each client on its first round only
+    assert payload_nbytes(payload) > 4 * sum(p.numel() for p in decoder.model.parameters())
+    assert first["bytes/down/decoder"] == 2 * payload_nbytes(payload)
+    assert first["bytes_down"] == first["bytes/down/decoder"] + first["bytes/down/rationales"]
+    second = engine.run_round()
+    assert second.get("bytes/down/decoder", 0) == 0 and len(llm.calls) == 3
+
+
+def test_decoder_rewrites_the_replies_the_client_trains_on(teacher_dir):
+    engine, llm = make_engine(teacher_dir, clients={"num": 2, "per_round": 2}, task={"public_size": 8},
+                              fedcot={"mechanism": "em", "eps_per_token": 2.0, "recover": "decoder",
+                                      "decoder": DECODER})
+    engine.run_round()
+    decoder, _ = engine.executor.workers[0].algorithm.decoder(llm)
+    for client, (_, replies) in zip(range(2), llm.calls[1:]):
+        examples = engine.data.client_examples(client)
+        targets = engine.executor.workers[0].store.get(client)["rationales"]
+        assert targets == decode_targets(decoder, examples, replies, 12)
+        assert targets != [parse_output(reply) for reply in replies]
+
+
+def test_decoder_is_the_same_whoever_trains_it(teacher_dir):
+    weights = []
+    for _ in range(2):
+        engine, llm = make_engine(teacher_dir, task={"public_size": 8},
+                                  fedcot={"mechanism": "em", "eps_per_token": 2.0, "recover": "decoder",
+                                          "decoder": DECODER})
+        weights.append(engine.executor.workers[0].algorithm.decoder(llm)[1])
+    assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
+
+
+def test_oracle_recovery_still_repairs_the_targets(teacher_dir):
+    engine, llm = make_engine(teacher_dir, clients={"num": 2, "per_round": 2},
+                              fedcot={"mechanism": "em", "eps_per_token": 2.0, "recover": "oracle"})
+    row = engine.run_round()
+    assert "bytes/down/decoder" not in row
+    for client, (_, replies) in zip(range(2), llm.calls):
+        examples = engine.data.client_examples(client)
+        expected = [oracle_recover(r, e.question) or (r, a) for (r, a), e
+                    in zip(map(parse_output, replies), examples)]
+        assert engine.executor.workers[0].store.get(client)["rationales"] == expected
+
+
+def test_recover_settings_are_checked_before_anything_runs(teacher_dir):
+    with pytest.raises(ConfigError, match="former `recover: true` is `oracle`"):
+        make_engine(teacher_dir, fedcot={"recover": True})
+    with pytest.raises(ConfigError, match="task.public_size is 0"):
+        make_engine(teacher_dir, fedcot={"recover": "decoder"})
+    with pytest.raises(ConfigError, match="fedcot.recover: Input should be 'none', 'decoder' or 'oracle'"):
+        make_engine(teacher_dir, fedcot={"recover": "rules"})
+
+
 # ----- pieces ---------------------------------------------------------------------------------------------
 
 def test_parse_output_splits_rationale_and_answer():
@@ -155,13 +227,13 @@ def test_parse_output_splits_rationale_and_answer():
     assert parse_output("") == ("", "")
 
 
-def test_recover_redoes_the_steps_with_the_question_numbers():
+def test_oracle_redoes_the_steps_with_the_question_numbers():
     question = "Mia gets on at station 3. She rides 8 stations forward. Then she rides 4 stations back."
     # the LLM saw perturbed numbers (5, 2, 4) but read the directions right
-    assert recover("5 + 2 = 7 . 7 - 4 = 3", question) == ("3 + 8 = 1 . 1 - 4 = 7", "7")
-    assert recover("5 + 2 = 7", question) is None  # one step for two moves
-    assert recover("no steps here", question) is None
-    assert recover("12 + 30 = 42", "Tom has 12 apples and buys 30 more.") is None  # not a ring problem
+    assert oracle_recover("5 + 2 = 7 . 7 - 4 = 3", question) == ("3 + 8 = 1 . 1 - 4 = 7", "7")
+    assert oracle_recover("5 + 2 = 7", question) is None  # one step for two moves
+    assert oracle_recover("no steps here", question) is None
+    assert oracle_recover("12 + 30 = 42", "Tom has 12 apples and buys 30 more.") is None  # not a ring problem
 
 
 def test_cut_keeps_the_end_of_the_question():

@@ -5,7 +5,7 @@ A preset is trained from scratch, all of its weights, in two stages:
 1. Ring arithmetic: random chains of 1 to 4 mod-10 steps written as rationales (" 3 + 8 = 1 .
    1 + 4 = 9", one direction per chain as in the task), the step results as the only targets.
 2. Questions: public questions with their gold rationales in the rationale prompt format of
-   fedsim.train.batching ("Question: ...\\nRationale:" -> " steps #### answer"), with a quarter as
+   fedsim.data.prompts ("Question: ...\\nRationale:" -> " steps #### answer"), with a quarter as
    many arithmetic chains mixed in so that the first stage is not forgotten.
 
 Without the first stage a tiny model spends its budget learning the addition table from the word

@@ -5,41 +5,16 @@ public questions with gold rationales) and saves it as a local Hugging Face mode
 with its accuracy in `pretrain.json`; `llm.model` of a FedCoT experiment points at it. A saved
 teacher is reused unless --force is given. `fedsim pretrain` exposes the same training for any
 preset and output directory (the clients' pretrained bases are built with it).
-
-`InProcessLLM` answers `generate` with the project's Hugging Face backend in this process: the
-LLMClient of in-process runs (tests, benchmarks), where Ray runs use the Serve deployment.
 """
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
-from pathlib import Path
-from typing import Any
 
 from fedsim.pretrain import PretrainSettings, available_cpus, ensure_pretrained
 
 DEFAULT_DIR = "runs/teacher"
 TEACHER = PretrainSettings(preset="llama-1m", arithmetic_steps=1500, steps=2000)
-
-
-class InProcessLLM:
-    """An LLMClient over the project's Hugging Face backend, loaded in this process.
-
-    `calls` holds every generate call as (prompts, replies), in order."""
-
-    def __init__(self, model_dir: str | Path, max_batch_items: int = 64) -> None:
-        from serve.backends.hf import HFBackend
-
-        self.backend = HFBackend({"model_path": str(model_dir), "max_batch_items": max_batch_items})
-        self.calls: list[tuple[list[str], list[str]]] = []
-
-    def generate(self, prompts: list[str], params: dict[str, Any]) -> list[str]:
-        from serve.params import GenerationParams
-
-        rows = GenerationParams(**params).rows(len(prompts))
-        replies = [completion.text for completion in self.backend.generate(list(prompts), rows)]
-        self.calls.append((list(prompts), replies))
-        return replies
 
 
 def _pretrain_command(args: argparse.Namespace) -> int:

@@ -6,4 +6,5 @@ serve.backends    LLMBackend and its backends: hf (default), vllm (optional), op
 serve.deployment  LLMServer: batched generate / topk_logits, set_adapter, stats, /v1/completions
 serve.app         start_llm_deployment, stop_llm_deployment, publish_adapter, replica_stats
 serve.tiny        a tiny random causal LM saved to disk, for tests and benchmarks
+serve.inprocess   InProcessLLM: the hf backend as an in-process LLMClient (tests, benchmarks; no Ray)
 """

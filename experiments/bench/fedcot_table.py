@@ -48,13 +48,14 @@ import torch  # noqa: E402
 from fedsim.algorithms.fedcot import TeacherSide, cut_to_tokens, parse_output, question_body, recover  # noqa: E402
 from fedsim.config import ExperimentConfig, validate  # noqa: E402
 from fedsim.data.federated import build_federated_data  # noqa: E402
+from fedsim.data.prompts import render_prompt  # noqa: E402
 from fedsim.data.task import Example  # noqa: E402
 from fedsim.engine.coordinator import RoundEngine  # noqa: E402
 from fedsim.engine.inprocess import InProcessExecutor  # noqa: E402
 from fedsim.rng import numpy_stream  # noqa: E402
 from fedsim.pretrain import ensure_pretrained  # noqa: E402
-from fedsim.teacher import TEACHER, InProcessLLM  # noqa: E402
-from fedsim.train.batching import render_prompt  # noqa: E402
+from fedsim.teacher import TEACHER  # noqa: E402
+from serve.inprocess import InProcessLLM  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fedcot_table.json"
 EPS_GRID = (math.inf, 16.0, 8.0, 4.0, 2.0, 1.0)

@@ -14,8 +14,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from fedsim.data.prompts import render_prompt, render_target
 from fedsim.data.task import generate_examples
-from fedsim.train.batching import render_prompt, render_target
 
 BUILTIN_TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer"
 PAD_TOKEN = "<pad>"

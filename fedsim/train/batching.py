@@ -1,63 +1,19 @@
-"""Prompt format and batch encoding for causal-LM training.
+"""Batch encoding for causal-LM training: prompt + target + EOS in the format of fedsim.data.prompts.
 
-Two modes share one format:
-    answer:     "Question: {q}\\nAnswer:"     → " {answer}" + EOS
-    rationale:  "Question: {q}\\nRationale:"  → " {rationale} #### {answer}" + EOS
-A question with choices gets a "Choices: a | b | c" line after it. Labels are -100 on the
-prompt and on padding; the target span (EOS included) is found from token counts, never by
-comparing ids with the pad id, so the EOS target survives when pad == eos.
+Labels are -100 on the prompt and on padding; the target span (EOS included) is found from token
+counts, never by comparing ids with the pad id, so the EOS target survives when pad == eos.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from fedsim.data.prompts import Mode, render_prompt, render_target
 from fedsim.data.task import Example
 
-Mode = Literal["answer", "rationale"]
-ANSWER_MARKER = "####"
 IGNORE_INDEX = -100
-_PROMPT_ENDINGS = {"answer": "Answer:", "rationale": "Rationale:"}
-_LAST_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def render_prompt(example: Example, mode: Mode) -> str:
-    """The model input for `example`: the question (and choices) and the mode's cue."""
-    if mode not in _PROMPT_ENDINGS:
-        raise ValueError(f"mode must be 'answer' or 'rationale', got {mode!r}")
-    lines = [f"Question: {example.question}"]
-    if example.choices:
-        lines.append("Choices: " + " | ".join(example.choices))
-    lines.append(_PROMPT_ENDINGS[mode])
-    return "\n".join(lines)
-
-
-def render_target(example: Example, mode: Mode) -> str:
-    """The text the model should produce after the prompt (without EOS)."""
-    if mode == "answer":
-        return f" {example.answer}"
-    if mode == "rationale":
-        if not example.rationale:
-            raise ValueError(f"example has no rationale for mode 'rationale': {example.question[:60]!r}")
-        return f" {example.rationale} {ANSWER_MARKER} {example.answer}"
-    raise ValueError(f"mode must be 'answer' or 'rationale', got {mode!r}")
-
-
-def extract_answer(generated_text: str) -> str:
-    """The answer in generated text: what follows the last answer marker (first line of it),
-    else the last number, else the first line, stripped."""
-    if ANSWER_MARKER in generated_text:
-        after = generated_text.rsplit(ANSWER_MARKER, 1)[1].strip()
-        return after.splitlines()[0].strip() if after else ""
-    numbers = _LAST_NUMBER.findall(generated_text)
-    if numbers:
-        return numbers[-1]
-    stripped = generated_text.strip()
-    return stripped.splitlines()[0].strip() if stripped else ""
 
 
 def encode_for_training(

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from fedsim.data.prompts import Mode, extract_answer, render_prompt
 from fedsim.data.task import Example
-from fedsim.train.batching import Mode, extract_answer, render_prompt
 
 DEFAULT_MAX_NEW_TOKENS = {"answer": 16, "rationale": 96}
 

@@ -1,4 +1,4 @@
-"""Staged pretraining (fedsim.pretrain), the teacher CLI and in-process generation (fedsim.teacher)."""
+"""Staged pretraining (fedsim.pretrain), the teacher CLI and in-process generation (serve.inprocess)."""
 import json
 import re
 from dataclasses import replace
@@ -18,7 +18,7 @@ from fedsim.pretrain import (
     load_report,
     pretrain,
 )
-from fedsim.teacher import InProcessLLM
+from serve.inprocess import InProcessLLM
 
 TINY = PretrainSettings(preset="llama-0.3m", arithmetic_steps=4, steps=6, public_size=16, batch_size=4,
                         test_size=4)

@@ -1,7 +1,7 @@
 """Tests of the built-in tokenizer."""
+from fedsim.data.prompts import render_prompt, render_target
 from fedsim.data.task import generate_examples, vocabulary_words
 from fedsim.models.tokenizer import builtin_tokenizer, train_tokenizer
-from fedsim.train.batching import render_prompt, render_target
 
 
 def test_every_generator_word_is_one_token(tokenizer):

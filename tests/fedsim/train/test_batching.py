@@ -1,16 +1,11 @@
-"""Tests of the prompt format, label masks and answer extraction."""
+"""Batch encoding: label masks cover exactly the target and EOS."""
 import pytest
 from transformers import PreTrainedTokenizerFast
 
 from fedsim.data.task import Example, generate_examples
 from fedsim.models.tokenizer import BUILTIN_TOKENIZER_DIR
-from fedsim.train.batching import (
-    IGNORE_INDEX,
-    encode_for_training,
-    extract_answer,
-    render_prompt,
-    render_target,
-)
+from fedsim.data.prompts import render_prompt, render_target
+from fedsim.train.batching import IGNORE_INDEX, encode_for_training
 
 
 @pytest.fixture(scope="module")
@@ -18,18 +13,6 @@ def pad_is_eos_tokenizer():
     loaded = PreTrainedTokenizerFast.from_pretrained(str(BUILTIN_TOKENIZER_DIR), pad_token="<eos>")
     assert loaded.pad_token_id == loaded.eos_token_id
     return loaded
-
-
-def test_prompt_format():
-    example = Example("Where is Mia?", "7", rationale="3 + 4 = 7", choices=("6", "7"))
-    assert render_prompt(example, "answer") == "Question: Where is Mia?\nChoices: 6 | 7\nAnswer:"
-    assert render_prompt(example, "rationale").endswith("\nRationale:")
-    assert render_target(example, "answer") == " 7"
-    assert render_target(example, "rationale") == " 3 + 4 = 7 #### 7"
-    with pytest.raises(ValueError, match="no rationale"):
-        render_target(Example("q", "1"), "rationale")
-    with pytest.raises(ValueError, match="mode"):
-        render_prompt(example, "explain")
 
 
 @pytest.mark.parametrize("fixture", ["tokenizer", "pad_is_eos_tokenizer"])
@@ -66,17 +49,3 @@ def test_long_rows_lose_prompt_tokens_first(tokenizer):
 def test_encoding_needs_examples_and_specials(tokenizer):
     with pytest.raises(ValueError, match="at least one"):
         encode_for_training(tokenizer, [], "answer", 50)
-
-
-@pytest.mark.parametrize("text, answer", [
-    (" 3 + 4 = 7 . 7 - 2 = 5 #### 5", "5"),
-    (" 3 + 4 = 7 #### 7\nQuestion: more", "7"),
-    (" 8", "8"),
-    (" the result is 12 then 4", "4"),
-    (" -3.5", "-3.5"),
-    (" #### ", ""),
-    (" apple\nbanana", "apple"),
-    ("", ""),
-])
-def test_extract_answer(text, answer):
-    assert extract_answer(text) == answer

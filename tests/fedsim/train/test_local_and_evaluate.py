@@ -1,10 +1,11 @@
 """Tests of the local training loop and of generation / exact match."""
 import torch
 
+from fedsim.data.prompts import render_prompt
 from fedsim.data.task import generate_examples
 from fedsim.models.lora import LoraSettings, attach_lora
 from fedsim.models.presets import build_model
-from fedsim.train.batching import encode_for_training, render_prompt
+from fedsim.train.batching import encode_for_training
 from fedsim.train.evaluate import exact_match, generate_texts
 from fedsim.train.local import make_optimizer, train_steps
 

@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/fedsim run experiments/fedcot.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/lint-imports && $(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
 	$(BIN)/python experiments/bench/overhead.py

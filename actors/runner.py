@@ -17,6 +17,7 @@ from fedsim.algorithms import make_algorithm
 from fedsim.config import ExperimentConfig, dump_config, load_config
 from fedsim.data.federated import build_federated_data
 from fedsim.engine.coordinator import CHECKPOINT_FILE
+from fedsim.models.presets import model_directory
 from fedsim.results import SUMMARY_JSON, atomic_write_text, finalize, format_table
 
 
@@ -88,7 +89,7 @@ def start_llm(config: ExperimentConfig) -> Any:
     if llm.backend in ("hf", "vllm"):
         if not llm.model:
             raise ValueError("llm.model must name a local model directory (e.g. one made by `fedsim teacher train`)")
-        options.setdefault("model_path", llm.model)
+        options.setdefault("model_path", str(model_directory(llm.model)))  # a shipped base's name, or a path
     settings = ServeSettings(backend=llm.backend, backend_options=options, max_batch_size=llm.max_batch_size,
                              batch_wait_timeout_s=llm.batch_wait_timeout_s,
                              max_ongoing_requests=max(64, llm.max_batch_size), num_cpus=llm.num_cpus,

@@ -65,12 +65,18 @@ def test_model_path_errors(tmp_path, tokenizer):
         build_model("not-a-preset-or-path", tokenizer, seed=0)
 
 
-def test_the_shipped_pretrained_base_loads_with_its_report():
-    model, tokenizer = load_pretrained("llama-0.3m-pt")
-    report = load_report(model_directory("llama-0.3m-pt"))
-    assert report is not None and report.settings.preset == "llama-0.3m"
+@pytest.mark.parametrize("name, preset", [("llama-0.3m-pt", "llama-0.3m"), ("llama-1m-teacher", "llama-1m")])
+def test_the_shipped_pretrained_bases_load_with_their_reports(name, preset):
+    model, tokenizer = load_pretrained(name)
+    report = load_report(model_directory(name))
+    assert report is not None and report.settings.preset == preset
     assert num_parameters(model) == report.num_parameters and len(tokenizer) == len(builtin_tokenizer())
-    assert architecture_key("llama-0.3m-pt") == "llama-0.3m-pt"
+    assert architecture_key(name) == name
+
+
+def test_the_shipped_teacher_is_a_strong_teacher():
+    report = load_report(model_directory("llama-1m-teacher"))
+    assert report.accuracy_rationale >= 0.9 and report.settings.steps > 0
 
 
 def test_unknown_model_names_are_named(tmp_path):

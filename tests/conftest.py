@@ -38,3 +38,11 @@ def tiny_llm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from serve.tiny import build_tiny_llm
 
     return build_tiny_llm(tmp_path_factory.mktemp("tiny-llm"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct through the real installer: converted once, then reused from the cache."""
+    from fedsim.models.checkpoints import install
+
+    return install("smollm2-135m")

@@ -5,7 +5,8 @@ sized for the built-in tokenizer; the number in the name is the approximate para
 A pretrained base name ("llama-0.3m-pt", the clients' base; "llama-1m-teacher", the server LLM of
 the built-in task) loads a preset that fedsim.pretrain trained on the task's public split, shipped
 with the package (`make bases` rebuilds them; each directory's pretrain.json says how and how well). Anything else is a local Hugging Face directory: nothing is
-ever fetched from the hub.
+ever fetched from the hub. A real checkpoint's name ("smollm2-135m", fedsim.models.checkpoints)
+stands for its installed cache directory.
 """
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from fedsim.errors import FedsimError
+from fedsim.models.checkpoints import CHECKPOINTS, CheckpointError, installed_directory
+
 Architecture = Literal["llama", "gpt2"]
 
 
-class ModelPathError(ValueError):
+class ModelPathError(FedsimError, ValueError):
     """A model path that is missing, not a model directory, or holds unloadable weights."""
 
 
@@ -78,9 +82,14 @@ PRETRAINED_BASES: frozenset[str] = frozenset({"llama-0.3m-pt", "llama-1m-teacher
 
 
 def model_directory(name_or_path: str | Path) -> Path:
-    """The directory a pretrained base name or a local path stands for."""
+    """The directory a pretrained base name, an installed checkpoint's name or a local path stands for."""
     if str(name_or_path) in PRETRAINED_BASES:
         return BASES_DIR / str(name_or_path)
+    if str(name_or_path) in CHECKPOINTS:
+        try:
+            return installed_directory(str(name_or_path))
+        except CheckpointError as error:
+            raise ModelPathError(str(error)) from None
     return Path(name_or_path).expanduser()
 
 
@@ -94,7 +103,8 @@ def check_model_name(name_or_path: str) -> None:
                              f"rebuild it with `make bases`")
     if not (directory / "config.json").is_file():
         raise ModelPathError(f"{name_or_path}: not a preset ({sorted(PRESETS)}), a pretrained base "
-                             f"({sorted(PRETRAINED_BASES)}) or a Hugging Face model directory with a config.json")
+                             f"({sorted(PRETRAINED_BASES)}), a checkpoint ({sorted(CHECKPOINTS)}) "
+                             f"or a Hugging Face model directory with a config.json")
 
 
 def build_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
@@ -118,7 +128,7 @@ def build_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase, seed: int
 
 def architecture_key(name_or_path: str) -> str:
     """What identifies a base model: the preset or base name, or the resolved local path."""
-    if name_or_path in PRESETS or name_or_path in PRETRAINED_BASES:
+    if name_or_path in PRESETS or name_or_path in PRETRAINED_BASES or name_or_path in CHECKPOINTS:
         return name_or_path
     return str(Path(name_or_path).expanduser().resolve())
 

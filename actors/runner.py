@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import math
+import os
 import pickle
 import time
 from pathlib import Path
@@ -14,50 +14,51 @@ from tqdm import tqdm
 from actors.client_worker import ClientWorker
 from actors.coordinator import Coordinator
 from fedsim.algorithms import make_algorithm
-from fedsim.config import ExperimentConfig, dump_config, load_config
-from fedsim.data.federated import build_federated_data
+from fedsim.config import ConfigError, ExperimentConfig, dump_config, load_config
+from fedsim.data.federated import FederatedData
 from fedsim.engine.coordinator import CHECKPOINT_FILE
 from fedsim.models.presets import model_directory
+from fedsim.preflight import check_experiment, check_pool, fit_pool
 from fedsim.results import SUMMARY_JSON, atomic_write_text, finalize, format_table
 
 
-class ResourceError(RuntimeError):
-    """The cluster cannot hold the requested worker pool."""
+def local_resources() -> tuple[int, int]:
+    """The CPUs (those this process may run on) and GPUs a local cluster started by init_ray gets."""
+    import torch
+
+    return len(os.sched_getaffinity(0)), torch.cuda.device_count()
 
 
 def init_ray(config: ExperimentConfig) -> None:
-    """Connect to the configured cluster, or start a local one (dashboard off), unless Ray is up."""
+    """Connect to the configured cluster, or start a local one (dashboard off) with exactly
+    local_resources(), unless Ray is up."""
     if ray.is_initialized():
         return
     env = {"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
     if config.engine.ray_address:
         ray.init(address=config.engine.ray_address, runtime_env=env, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False)
+        cpus, gpus = local_resources()
+        ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, runtime_env=env, log_to_driver=False)
 
 
 def pool_size(config: ExperimentConfig, reserved_cpus: float = 0.0, reserved_gpus: float = 0.0) -> int:
     """Workers to start: the configured number, or as many as the cluster's CPUs and GPUs hold
     beside what is reserved (the LLM deployment)."""
-    engine = config.engine
     resources = ray.cluster_resources()
-    cpus = resources.get("CPU", 0.0) - reserved_cpus
-    gpus = resources.get("GPU", 0.0) - reserved_gpus
-    if engine.dedicated:
-        wanted = config.clients.num
-    elif engine.num_workers == "auto":
-        limits = [math.floor(cpus / engine.num_cpus_per_worker + 1e-9)] if engine.num_cpus_per_worker else []
-        if engine.num_gpus_per_worker:
-            limits.append(math.floor(gpus / engine.num_gpus_per_worker + 1e-9))
-        wanted = max(1, min(limits)) if limits else max(1, int(cpus))
-    else:
-        wanted = engine.num_workers
-    if wanted * engine.num_cpus_per_worker > cpus + 1e-9 or wanted * engine.num_gpus_per_worker > gpus + 1e-9:
-        raise ResourceError(
-            f"{wanted} workers x (num_cpus={engine.num_cpus_per_worker}, num_gpus={engine.num_gpus_per_worker})"
-            f" do not fit the cluster (CPU {cpus:g}, GPU {gpus:g}); lower engine.num_workers or the"
-            f" per-worker resources (fractions are allowed)")
-    return wanted
+    return fit_pool(config, resources.get("CPU", 0.0) - reserved_cpus, resources.get("GPU", 0.0) - reserved_gpus)
+
+
+def start_checked(config: ExperimentConfig) -> FederatedData:
+    """Preflight, then Ray: every bad input is refused before Ray starts (a local cluster's size is
+    known beforehand) or, on a configured cluster, right after connecting; returns the built data."""
+    data = check_experiment(config)
+    if not ray.is_initialized() and not config.engine.ray_address:
+        check_pool(config, *local_resources())
+    init_ray(config)
+    resources = ray.cluster_resources()
+    check_pool(config, resources.get("CPU", 0.0), resources.get("GPU", 0.0))
+    return data
 
 
 def new_run_dir(config: ExperimentConfig) -> Path:
@@ -97,6 +98,15 @@ def start_llm(config: ExperimentConfig) -> Any:
     return start_llm_deployment(settings)
 
 
+def _postfix(row: dict[str, Any]) -> dict[str, str]:
+    """A row's figures for the progress bar."""
+    postfix = {"loss": f"{row['loss']:.3f}" if row["loss"] is not None else "-",
+               "up": f"{row['bytes_up_total'] / 1e6:.1f}MB", "sim": f"{row['sim_time_s']:.0f}s"}
+    if row["accuracy"] is not None:
+        postfix = {"acc": f"{100 * row['accuracy']:.1f}%"} | postfix
+    return postfix
+
+
 def run_algorithm(config: ExperimentConfig, algorithm: str, data_ref: Any, run_dir: Path,
                   progress: bool = True, llm_handle: Any = None) -> dict[str, Any]:
     """Run (or resume) one algorithm of the experiment; returns its summary."""
@@ -109,18 +119,17 @@ def run_algorithm(config: ExperimentConfig, algorithm: str, data_ref: Any, run_d
     workers = [ClientWorker.options(**options).remote(config, algorithm, data_ref, str(algorithm_dir), committed,
                                                       llm_handle)
                for _ in range(size)]
-    coordinator = Coordinator.remote(config, algorithm, data_ref, workers, str(algorithm_dir), committed > 0)
+    coordinator = Coordinator.remote(config, algorithm, data_ref, workers, str(algorithm_dir))
     try:
         start = ray.get(coordinator.completed_rounds.remote())
         bar = tqdm(total=config.rounds, initial=start, desc=f"{algorithm:>13}", disable=not progress,
                    dynamic_ncols=True)
+        starting_row = ray.get(coordinator.evaluate_start.remote())
+        if starting_row is not None:
+            bar.set_postfix(_postfix(starting_row))
         for _ in range(start, config.rounds):
             row = ray.get(coordinator.run_round.remote())
-            postfix = {"loss": f"{row['loss']:.3f}" if row["loss"] is not None else "-",
-                       "up": f"{row['bytes_up_total'] / 1e6:.1f}MB", "sim": f"{row['sim_time_s']:.0f}s"}
-            if row["accuracy"] is not None:
-                postfix = {"acc": f"{100 * row['accuracy']:.1f}%"} | postfix
-            bar.set_postfix(postfix)
+            bar.set_postfix(_postfix(row))
             bar.update(1)
         bar.close()
         rows = ray.get(coordinator.rows.remote())
@@ -132,9 +141,9 @@ def run_algorithm(config: ExperimentConfig, algorithm: str, data_ref: Any, run_d
 
 def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, progress: bool = True) -> tuple[Path, list[dict]]:
     """Run every algorithm of an experiment into a run folder (new, or an existing one to resume)."""
-    init_ray(config)
+    data = start_checked(config)
     run_dir = run_dir or new_run_dir(config)
-    data_ref = ray.put(build_federated_data(config))
+    data_ref = ray.put(data)
     pending = [a for a in config.algorithms if not (run_dir / a / SUMMARY_JSON).is_file()]
     llm_handle = start_llm(config) if any(make_algorithm(a, config).needs_llm for a in pending) else None
     summaries = []
@@ -157,8 +166,12 @@ def resume_experiment(run_dir: Path, progress: bool = True) -> tuple[Path, list[
     """Continue a run folder after its last completed round."""
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.is_file():
-        raise FileNotFoundError(f"cannot resume {run_dir}: it has no config.yaml (not a fedsim run folder)")
-    return run_experiment(load_config(config_path), Path(run_dir), progress)
+        raise ConfigError(f"cannot resume {run_dir}: it has no config.yaml (not a fedsim run folder)")
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        raise ConfigError(f"cannot resume {run_dir}: {error}") from None
+    return run_experiment(config, Path(run_dir), progress)
 
 
 def print_summary(run_dir: Path, summaries: list[dict]) -> None:

@@ -1,4 +1,8 @@
-"""The `fedsim` command: run an experiment, resume it, report on it."""
+"""The `fedsim` command: run an experiment, resume it, report on it.
+
+A FedsimError (bad input) is printed as one line `fedsim: error: ...` with exit status 2; any other
+exception is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +11,7 @@ import sys
 from pathlib import Path
 
 from fedsim.config import ConfigError, load_config
+from fedsim.errors import FedsimError
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -33,6 +38,8 @@ def _report(args: argparse.Namespace) -> int:
     from fedsim.results import format_table, load_summaries, write_plots
 
     run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: no such run folder")
     print(format_table(load_summaries(run_dir)))
     for path in write_plots(run_dir):
         print(f"plot: {path}")
@@ -65,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"fedsim: error: {error}", file=sys.stderr)
+    except FedsimError as error:
+        print(f"fedsim: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
 
 

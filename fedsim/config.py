@@ -11,10 +11,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fedsim.errors import FedsimError
+
 ALGORITHMS = ("local", "fedavg_lora", "centralized", "fedavg_vector", "fedcot")  # see fedsim.algorithms.REGISTRY
 
 
-class ConfigError(ValueError):
+class ConfigError(FedsimError, ValueError):
     """A config file or override is invalid; the message names the key path."""
 
 
@@ -96,7 +98,8 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     max_len: int = Field(96, ge=8)
-    keep_optimizer_state: bool = False
+    keep_optimizer_state: bool = Field(
+        False, description="carry each client's Adam state across rounds (algorithms that keep client state)")
 
 
 class LoraConfig(_Section):
@@ -313,6 +316,24 @@ class ExperimentConfig(_Section):
                 raise ValueError("privacy.central needs clients.sampling: poisson (the accountant assumes it)")
             if any(name not in ("fedavg_lora", "fedavg_vector") for name in self.algorithms):
                 raise ValueError("privacy.central applies to fedavg_lora and fedavg_vector only")
+        if self.privacy.dp_sgd is not None and "centralized" in self.algorithms:
+            raise ValueError("privacy.dp_sgd does not apply to centralized: its pooled training has no client "
+                             "whose records are accounted; run centralized in a separate experiment")
+        return self
+
+    @model_validator(mode="after")
+    def _optimizer_state_kept(self) -> "ExperimentConfig":
+        if not self.train.keep_optimizer_state:
+            return self
+        from fedsim.algorithms import algorithm_class
+
+        stateless = [name for name in self.algorithms if not algorithm_class(name).keeps_client_state]
+        if stateless:
+            raise ValueError(f"train.keep_optimizer_state needs an algorithm that keeps client state across "
+                             f"rounds (local, fedcot); {', '.join(stateless)} keeps none")
+        if self.privacy.dp_sgd is not None:
+            raise ValueError("train.keep_optimizer_state does not apply with privacy.dp_sgd: DP-SGD starts a "
+                             "fresh optimizer every round")
         return self
 
     def sample_rate(self) -> float:
@@ -332,7 +353,7 @@ def _format_error(error: ValidationError) -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         lines.append(f"{path}: {message}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+    return "invalid config: " + "; ".join(lines)
 
 
 def _parse_value(text: str) -> Any:
@@ -361,7 +382,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def validate(raw: dict[str, Any]) -> ExperimentConfig:
-    """Validate a raw mapping into an ExperimentConfig, or raise ConfigError naming every bad key."""
+    """Validate a raw mapping into an ExperimentConfig, or raise ConfigError naming every bad key (one line)."""
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as error:

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from fedsim.errors import FedsimError
+
 if TYPE_CHECKING:  # torch is imported where it is used, so `fedsim --help` stays quick
     import torch
 
@@ -42,7 +44,7 @@ TRAIN_MIN_STEPS, TRAIN_MAX_STEPS = 1, 4  # every question length a TaskConfig al
 MAX_LEN = 160
 
 
-class PretrainError(ValueError):
+class PretrainError(FedsimError, ValueError):
     """Bad pretraining settings, or a directory that is not a complete pretrained model."""
 
 

@@ -14,9 +14,14 @@ REGISTRY: dict[str, str] = {
 }
 
 
-def make_algorithm(name: str, config) -> Algorithm:
-    """Instantiate a registered algorithm."""
+def algorithm_class(name: str) -> type[Algorithm]:
+    """The class registered under `name` (its module imported on first use)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown algorithm {name!r}; allowed: {sorted(REGISTRY)}")
     module, _, cls = REGISTRY[name].partition(":")
-    return getattr(import_module(module), cls)(config)
+    return getattr(import_module(module), cls)
+
+
+def make_algorithm(name: str, config) -> Algorithm:
+    """Instantiate a registered algorithm."""
+    return algorithm_class(name)(config)

@@ -61,6 +61,7 @@ from fedsim.comm import SERVER, Message
 from fedsim.config import ExperimentConfig
 from fedsim.data.prompts import ANSWER_MARKER, extract_answer, render_prompt
 from fedsim.data.task import RATIONALE_STEP_SEPARATOR, RING_SIZE, Example
+from fedsim.errors import FedsimError
 from fedsim.privacy.accounting import PureEpsEntry
 from fedsim.train.batching import encode_for_training
 from fedsim.train.local import TrainStats, batch_loss, check_steps, minibatches, optimizer_step
@@ -71,7 +72,7 @@ _STEP = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)")
 _DIGITS = re.compile(r"\d+")
 
 
-class FedCoTConfigError(ValueError):
+class FedCoTConfigError(FedsimError, ValueError):
     """A setting FedCoT cannot honour."""
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from fedsim.comm import SERVER
 from fedsim.config import ExperimentConfig
-from fedsim.data.loaders import load_examples
+from fedsim.data.loaders import DataFileError, load_examples
 from fedsim.data.partition import client_domain_weights, client_sizes, partition_dirichlet, partition_iid, \
     partition_quantity_skew
 from fedsim.data.task import DOMAINS, Example, generate_examples
@@ -79,7 +79,7 @@ def build_federated_data(config: ExperimentConfig) -> FederatedData:
         return FederatedData(config.seed, task.min_steps, task.max_steps, DOMAINS, weights, sizes, test, public)
     examples = load_examples(task.path)
     if len(examples) < task.test_size + n:
-        raise ValueError(f"task.path {task.path} has {len(examples)} records: too few for "
+        raise DataFileError(f"task.path {task.path} has {len(examples)} records: too few for "
                          f"task.test_size={task.test_size} plus one per client ({n} clients)")
     order = rng.permutation(len(examples))
     test = [examples[i] for i in order[:task.test_size]]

@@ -17,12 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fedsim.data.task import Example
+from fedsim.errors import FedsimError
 
 SUFFIXES = (".jsonl", ".parquet")
 _KNOWN_FIELDS = ("question", "answer", "rationale", "choices", "domain")
 
 
-class DataFileError(ValueError):
+class DataFileError(FedsimError, ValueError):
     """A data file is missing, of an unknown kind, or holds a malformed record."""
 
 

@@ -17,6 +17,7 @@ from dp_accounting.privacy_accountant import NeighboringRelation
 from fedsim.algorithms.base import Algorithm, PlannedRelease
 from fedsim.comm import SERVER
 from fedsim.config import ExperimentConfig
+from fedsim.errors import FedsimError
 from fedsim.privacy.accounting import calibrate_noise_multiplier
 from fedsim.privacy.central import central_dp_average, central_dp_event
 from fedsim.privacy.ledger import SERVER_USER_UNIT, PrivacyLedger, client_unit
@@ -25,7 +26,7 @@ from fedsim.rng import numpy_stream
 ADD_REMOVE = NeighboringRelation.ADD_OR_REMOVE_ONE
 
 
-class PrivacyConfigError(ValueError):
+class PrivacyConfigError(FedsimError, ValueError):
     """A privacy setting that cannot be honoured."""
 
 

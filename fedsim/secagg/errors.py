@@ -1,7 +1,8 @@
 """Errors raised by secure aggregation."""
+from fedsim.errors import FedsimError
 
 
-class SecAggConfigError(ValueError):
+class SecAggConfigError(FedsimError, ValueError):
     """A SecAggConfig field (or a config/cohort combination) is invalid."""
 
 

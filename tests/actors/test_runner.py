@@ -4,9 +4,10 @@ import json
 import pytest
 import yaml
 
-from actors.runner import ResourceError, pool_size, resume_experiment, run_experiment
+from actors.runner import pool_size, resume_experiment, run_experiment
 from fedsim.cli import main
 from fedsim.config import validate
+from fedsim.errors import ResourceError
 
 
 def vector_config(tmp_path, **extra):

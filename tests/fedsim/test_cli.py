@@ -23,3 +23,114 @@ def test_resume_needs_a_run_folder(tmp_path, capsys):
     assert main(["run", "--resume", str(tmp_path)]) == 2
     assert "not a fedsim run folder" in capsys.readouterr().err
     assert main(["run", "--resume", str(tmp_path), str(tmp_path / "x.yaml")]) == 2
+
+
+# ----- every bad input is one line, exit 2, before Ray starts and before any run folder exists --------
+
+def small_config(tmp_path, **extra):
+    raw = {"name": "bad", "algorithms": ["fedavg_lora"], "rounds": 2,
+           "clients": {"num": 4, "per_round": 2, "presets": {"llama-0.3m": 1}},
+           "task": {"test_size": 4, "public_size": 0, "train_per_client": 8},
+           "train": {"local_steps": 2, "batch_size": 4}, "eval": {"every": 0},
+           "engine": {"num_workers": 1, "num_cpus_per_worker": 0.5}, "output_dir": str(tmp_path / "runs")}
+    raw.update(extra)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def refused(capsys, tmp_path, argv):
+    """Run the CLI; return its one error line after checking exit 2 and that no run folder was made."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("fedsim: error: ")
+    assert not (tmp_path / "runs").exists()
+    return err
+
+
+def test_malformed_data_file_names_file_line_and_field(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question": "1 + 1 =", "answer": "2"}\n{"question": "2 + 2 ="}\n')
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "task.source=file",
+                                     "--set", f"task.path={data}"])
+    assert f"{data}, line 2: field 'answer' is missing" in err
+
+
+def test_data_file_with_too_few_records(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question": "1 + 1 =", "answer": "2"}\n')
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "task.source=file",
+                                     "--set", f"task.path={data}"])
+    assert "has 1 records: too few" in err
+
+
+def test_several_config_errors_in_one_line(tmp_path, capsys):
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "rounds=0",
+                                     "--set", "clients.per_round=9"])
+    assert "rounds: Input should be greater than or equal to 1" in err and "clients" in err
+
+
+def test_fedcot_without_llm_model(tmp_path, capsys):
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "algorithms=[fedcot]"])
+    assert "fedcot needs llm.model" in err
+
+
+def test_llm_model_that_is_not_a_model_directory(tmp_path, capsys):
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "algorithms=[fedcot]",
+                                     "--set", f"llm.model={tmp_path}"])
+    assert f"{tmp_path}: not a preset" in err
+
+
+def test_unknown_preset_path(tmp_path, capsys):
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)),
+                                     "--set", "clients.presets={/no/such/model: 1}"])
+    assert "/no/such/model: not a preset" in err
+
+
+def test_dp_sgd_with_centralized(tmp_path, capsys):
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "algorithms=[centralized]",
+                                     "--set", "privacy.dp_sgd={noise_multiplier: 1.0}"])
+    assert "privacy.dp_sgd does not apply to centralized" in err
+
+
+def test_keep_optimizer_state_without_client_state(tmp_path, capsys):
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "algorithms=[local, fedavg_lora]",
+                                     "--set", "train.keep_optimizer_state=true"])
+    assert "train.keep_optimizer_state" in err and "fedavg_lora keeps none" in err
+
+
+def test_privacy_release_over_the_budget(tmp_path, capsys):
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "privacy.budget_eps=0.5",
+                                     "--set", "privacy.dp_sgd={noise_multiplier: 0.5}"])
+    assert "privacy.budget_eps=0.5" in err and "alone exceeds it" in err
+
+
+def test_secure_aggregation_the_engine_rejects(tmp_path, capsys):
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "secagg.mode=protocol",
+                                     "--set", "secagg.threshold=3"])
+    assert "secagg.threshold=3 exceeds the largest cohort (2 clients)" in err
+
+
+def test_pool_too_large_for_the_cluster(tmp_path, capsys):
+    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "engine.num_workers=500"])
+    assert "500 workers" in err and "do not fit the cluster" in err
+
+
+def test_resume_of_a_folder_whose_config_is_broken(tmp_path, capsys):
+    run_dir = tmp_path / "old-run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("rounds: -1\n")
+    err = refused(capsys, tmp_path, ["run", "--resume", str(run_dir)])
+    assert f"cannot resume {run_dir}: invalid config: rounds" in err
+
+
+def test_unexpected_exception_keeps_its_traceback(tmp_path, monkeypatch):
+    import actors.runner
+    import pytest
+
+    def broken(config, run_dir=None, progress=True):
+        raise ValueError("a bug deep in training")
+
+    monkeypatch.setattr(actors.runner, "run_experiment", broken)
+    with pytest.raises(ValueError, match="a bug deep in training"):
+        main(["run", str(small_config(tmp_path))])

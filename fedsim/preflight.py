@@ -44,6 +44,13 @@ def _check_llm_model(config: ExperimentConfig) -> None:
 def _check_privacy(config: ExperimentConfig, data: FederatedData, algorithm: Algorithm) -> None:
     """Build the engine's privacy gate and let it admit one client per DP-SGD sampling rate to round 0."""
     privacy = config.privacy
+    for section, settings, budget, key in (("dp_sgd", privacy.dp_sgd, privacy.budget_eps, "budget_eps"),
+                                           ("central", privacy.central, privacy.server_budget_eps,
+                                            "server_budget_eps")):
+        if settings is not None and settings.target_eps is not None and settings.target_eps > budget:
+            raise PrivacyBudgetError(f"privacy.{section}.target_eps={settings.target_eps} exceeds "
+                                     f"privacy.{key}={budget}: "
+                                     f"the noise calibrated for the planned rounds would be refused before the end")
     try:
         gate = PrivacyGate(config, data.sizes, algorithm)
         if algorithm.pooled:
@@ -61,11 +68,6 @@ def _check_privacy(config: ExperimentConfig, data: FederatedData, algorithm: Alg
             f"privacy.budget_eps={privacy.budget_eps}: {algorithm.name}'s first-round release of client "
             f"{refused[0]} ({int(data.sizes[refused[0]])} examples) alone exceeds it, so no round could train "
             f"that client; raise the budget or the noise")
-    for settings, budget, key in ((privacy.dp_sgd, privacy.budget_eps, "budget_eps"),
-                                  (privacy.central, privacy.server_budget_eps, "server_budget_eps")):
-        if settings is not None and settings.target_eps is not None and settings.target_eps > budget:
-            raise PrivacyBudgetError(f"privacy target_eps={settings.target_eps} exceeds privacy.{key}={budget}: "
-                                     f"the noise calibrated for the planned rounds would be refused before the end")
 
 
 def _check_models_and_secagg(config: ExperimentConfig, name: str, data: FederatedData,

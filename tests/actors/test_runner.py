@@ -103,3 +103,11 @@ def test_dedicated_workers_one_per_client(ray_session, tmp_path):
     assert summaries[0]["workers"] == 4
     assert (run_dir / "local" / "client_state").is_dir()
     assert len(list((run_dir / "local" / "client_state").iterdir())) == 4
+
+
+def test_pool_too_large_for_a_running_cluster_leaves_no_run_folder(ray_session, tmp_path):
+    """With Ray already up (as on a ray_address cluster) the pool is checked right after connecting."""
+    config = vector_config(tmp_path / "runs", engine={"num_workers": 5, "num_cpus_per_worker": 1})
+    with pytest.raises(ResourceError, match="5 workers"):
+        run_experiment(config, progress=False)
+    assert not (tmp_path / "runs").exists()

@@ -66,3 +66,31 @@ def test_unknown_model_is_named_before_anything_runs(tmp_path):
         validate({"clients": {"presets": {"llama-7b": 1}}})
     with pytest.raises(ConfigError, match=r"clients\.presets: .*nowhere.* not a preset"):
         validate({"clients": {"presets": {str(tmp_path / "nowhere"): 1}}})
+
+
+def test_errors_are_one_line_and_name_every_key():
+    with pytest.raises(ConfigError) as caught:
+        validate({"rounds": 0, "clients": {"num": 0}})
+    message = str(caught.value)
+    assert "\n" not in message and "rounds:" in message and "clients.num:" in message
+
+
+def test_keep_optimizer_state_needs_client_state():
+    with pytest.raises(ConfigError, match="centralized, fedavg_lora keeps none"):
+        validate({"algorithms": ["local", "centralized", "fedavg_lora"], "train": {"keep_optimizer_state": True}})
+    with pytest.raises(ConfigError, match="DP-SGD starts a fresh optimizer"):
+        validate({"algorithms": ["local"], "train": {"keep_optimizer_state": True},
+                  "privacy": {"dp_sgd": {"noise_multiplier": 1.0}}})
+    assert validate({"algorithms": ["local"], "train": {"keep_optimizer_state": True}}).train.keep_optimizer_state
+
+
+def test_dp_sgd_does_not_apply_to_centralized():
+    with pytest.raises(ConfigError, match="privacy.dp_sgd does not apply to centralized"):
+        validate({"algorithms": ["fedavg_lora", "centralized"], "privacy": {"dp_sgd": {"noise_multiplier": 1.0}}})
+
+
+def test_config_error_is_a_fedsim_error():
+    from fedsim.errors import FedsimError
+
+    with pytest.raises(FedsimError):
+        validate({"rounds": -1})

@@ -16,13 +16,15 @@ class Coordinator:
     """Owns sampling, aggregation, the byte ledger, the virtual clock, evaluation and checkpoints."""
 
     def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
-                 workers: list[Any], run_dir: str | None, resume: bool) -> None:
+                 workers: list[Any], run_dir: str | None) -> None:
         self.engine = RoundEngine(config, algorithm_name, data, RayExecutor(workers), run_dir)
-        if resume:
-            self.engine.restore()
+        self.engine.restore()  # continue from the run folder's checkpoint, if it has one
 
     def completed_rounds(self) -> int:
         return self.engine.completed
+
+    def evaluate_start(self) -> dict[str, Any] | None:
+        return self.engine.evaluate_start()
 
     def run_round(self) -> dict[str, Any]:
         return self.engine.run_round()

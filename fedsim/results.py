@@ -9,23 +9,38 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import pandas as pd
 
 ROWS_JSONL = "rows.jsonl"
 ROWS_PARQUET = "rows.parquet"
 SUMMARY_JSON = "summary.json"
+TEMPORARY_SUFFIX = ".tmp"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see either the old or the new content, never half of it."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as handle:
-        handle.write(text)
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write a file so that readers see either the old or the new content, never half of it:
+    `write` fills `<name>.tmp`, which is flushed to disk (fsync) and then renamed over `path`."""
+    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
+    with open(temporary, "wb") as handle:
+        write(handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (see atomic_write)."""
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def remove_temporaries(directory: Path) -> list[Path]:
+    """Delete the `.tmp` files an interrupted write left anywhere under `directory`; returns them."""
+    leftovers = sorted(Path(directory).rglob("*" + TEMPORARY_SUFFIX))
+    for path in leftovers:
+        path.unlink()
+    return leftovers
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -47,8 +62,11 @@ def read_rows(run_dir: Path) -> pd.DataFrame:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Final figures of one algorithm's run."""
+    """Final figures of one algorithm's run: those of its last evaluated row; `start_accuracy` is row
+    0's (the starting model, before any training), which `best_accuracy` leaves out."""
     evaluated = [row for row in rows if row.get("accuracy") is not None]
+    trained = [row for row in evaluated if row["round"] > 0]
+    start = next((row["accuracy"] for row in evaluated if row["round"] == 0), None)
     last = rows[-1]
     modes = sorted(key.split("/", 1)[1] for key in (evaluated[-1] if evaluated else {}) if key.startswith("accuracy/"))
     return {
@@ -56,7 +74,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "rounds": last["round"],
         "accuracy": evaluated[-1]["accuracy"] if evaluated else None,
         "accuracy_by_mode": {mode: evaluated[-1][f"accuracy/{mode}"] for mode in modes},
-        "best_accuracy": max(row["accuracy"] for row in evaluated) if evaluated else None,
+        "start_accuracy": start,
+        "best_accuracy": max(row["accuracy"] for row in trained) if trained else None,
         "bytes_up": last["bytes_up_total"],
         "bytes_down": last["bytes_down_total"],
         "wall_s": sum(row["wall_s"] for row in rows),
@@ -68,9 +87,7 @@ def finalize(run_dir: Path, rows: list[dict[str, Any]], extra: dict[str, Any] | 
     """Write parquet rows and the summary JSON of one algorithm's run."""
     summary = summarize(rows) | (extra or {})
     frame = pd.DataFrame(rows)
-    temporary = run_dir / (ROWS_PARQUET + ".tmp")
-    frame.to_parquet(temporary, index=False)
-    os.replace(temporary, run_dir / ROWS_PARQUET)
+    atomic_write(run_dir / ROWS_PARQUET, lambda handle: frame.to_parquet(handle, index=False))
     atomic_write_text(run_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -118,29 +135,104 @@ def algorithm_dirs(run_dir: Path) -> list[Path]:
     return [run_dir / name for name in names if (run_dir / name / ROWS_JSONL).is_file()]
 
 
-def write_plots(run_dir: Path) -> list[Path]:
-    """PNG plots of accuracy against round and against total bytes, one line per algorithm."""
+MODE_TITLES = {"answer": "answer directly", "rationale": "rationale first"}
+PLOT_FILES = ("accuracy_vs_round.png", "accuracy_vs_bytes.png")
+
+
+def _panels(frames: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    """(accuracy column, panel title): one panel per decoding mode the rows hold."""
+    modes = sorted({c.split("/", 1)[1] for f in frames.values() for c in f.columns if c.startswith("accuracy/")})
+    if len(modes) > 1:
+        return [(f"accuracy/{mode}", f"decoding: {MODE_TITLES.get(mode, mode)}") for mode in modes]
+    return [("accuracy", f"decoding: {MODE_TITLES.get(modes[0], modes[0])}" if modes else "")]
+
+
+def _starting_accuracy(frame: pd.DataFrame, column: str) -> float | None:
+    start = frame[(frame["round"] == 0) & frame[column].notna()]
+    return None if start.empty else float(start[column].iloc[0])
+
+
+def _draw_panel(axis: Any, frames: dict[str, pd.DataFrame], column: str, by_round: bool) -> None:
+    """One panel: each algorithm's accuracy `column` against round or cumulative bytes."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    started = False
+    for index, (algorithm, frame) in enumerate(frames.items()):
+        frame = frame[frame[column].notna()] if column in frame else frame.iloc[0:0]
+        if frame.empty:
+            continue
+        colour, accuracy = f"C{index}", 100 * frame[column]
+        start = _starting_accuracy(frame, column)
+        if start is not None:
+            axis.axhline(100 * start, color=colour, linestyle="--", linewidth=1, alpha=0.8)
+            started = True
+        if by_round:
+            axis.plot(frame["round"], accuracy, marker="o", color=colour, label=algorithm)
+            continue
+        total = frame["bytes_up_total"] + frame["bytes_down_total"]
+        sent = total > 0
+        if sent.any():
+            axis.plot(total[sent], accuracy[sent], marker="o", color=colour, label=algorithm)
+        else:
+            axis.axhline(accuracy.iloc[-1], color=colour, linestyle=":", linewidth=2,
+                         label=f"{algorithm} (sends nothing): final")
+    if by_round:
+        axis.set_xlabel("round")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    elif any(line.get_marker() == "o" for line in axis.get_lines()):
+        axis.set_xscale("log")
+        low, high = axis.get_xlim()
+        narrow = high / low < 100  # under two decades: label 1, 2 and 5 of each decade
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5) if narrow else (1,)))
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _human_bytes(value)))
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlabel("bytes up + down, cumulative (log scale)")
+    else:
+        axis.set_xticks([])
+        axis.set_xlabel("bytes up + down: no algorithm sent any")
+    axis.grid(alpha=0.3)
+    handles, _ = axis.get_legend_handles_labels()
+    if started:
+        handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=1, label="round 0: before any training"))
+    if handles:
+        axis.legend(handles=handles, fontsize="small")
+
+
+def accuracy_figures(frames: dict[str, pd.DataFrame], title: str = "") -> dict[str, Any]:
+    """Matplotlib figures (by file name) of accuracy against round and against cumulative bytes (up
+    + down), one line per algorithm and one panel per decoding mode; each algorithm's round-0
+    accuracy (its untrained starting model) is a dashed line of its colour. The bytes axis is
+    logarithmic, so each algorithm's line starts at its first round (round 0 has sent nothing); an
+    algorithm that sends nothing at all is a dotted line at its final accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frames = {d.name: read_rows(d) for d in algorithm_dirs(run_dir)}
-    written = []
-    for x_key, x_label, name in (("round", "round", "accuracy_vs_round.png"),
-                                 ("bytes_total", "bytes up + down (MB)", "accuracy_vs_bytes.png")):
-        figure, axis = plt.subplots(figsize=(6, 4))
-        for algorithm, frame in frames.items():
-            frame = frame[frame["accuracy"].notna()]
-            if frame.empty:
-                continue
-            x = frame["round"] if x_key == "round" else (frame["bytes_up_total"] + frame["bytes_down_total"]) / 1e6
-            axis.plot(x, 100 * frame["accuracy"], marker="o", label=algorithm)
-        axis.set_xlabel(x_label)
-        axis.set_ylabel("mean client accuracy (%)")
-        axis.grid(alpha=0.3)
-        axis.legend()
+    panels = _panels(frames)
+    figures = {}
+    for name in PLOT_FILES:
+        figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), sharey=True, squeeze=False)
+        for axis, (column, panel_title) in zip(axes[0], panels):
+            _draw_panel(axis, frames, column, by_round=name == "accuracy_vs_round.png")
+            axis.set_title(panel_title)
+        axes[0][0].set_ylabel("mean client accuracy (%)")
+        if title:
+            figure.suptitle(title)
         figure.tight_layout()
+        figures[name] = figure
+    return figures
+
+
+def write_plots(run_dir: Path) -> list[Path]:
+    """Write the run's accuracy figures (accuracy_figures) as PNG files in the run folder."""
+    frames = {d.name: read_rows(d) for d in algorithm_dirs(run_dir)}
+    figures = accuracy_figures(frames, Path(run_dir).name)
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name, figure in figures.items():
         path = Path(run_dir) / name
         figure.savefig(path, dpi=100)
         plt.close(figure)

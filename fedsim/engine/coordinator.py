@@ -6,7 +6,6 @@ in-process workers for tests and the benchmark's lower bound).
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
 import time
 from pathlib import Path
@@ -25,10 +24,11 @@ from fedsim.engine.privacy_gate import PrivacyGate
 from fedsim.engine.secure_sum import SecAggAbort, dropped_after_masking, run_cost, run_protocol, secagg_config
 from fedsim.engine.worker import ClientTask
 from fedsim.privacy.ledger import PrivacyLedger
-from fedsim.results import write_jsonl, write_rows
+from fedsim.results import ROWS_JSONL, atomic_write, remove_temporaries, write_jsonl, write_rows
 from fedsim.rng import numpy_stream
 
 CHECKPOINT_FILE = "checkpoint.pkl"
+PRIVACY_JSONL = "privacy.jsonl"
 
 
 class Executor(Protocol):
@@ -47,15 +47,6 @@ class Executor(Protocol):
                          globals_by_preset: dict[str, Any]) -> dict[int, dict]: ...
 
     def secagg_stage(self, stage: str, per_worker: dict[int, dict[int, Any]]) -> dict[int, Any]: ...
-
-
-def _atomic_pickle(obj: Any, path: Path) -> None:
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as handle:
-        pickle.dump(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def merge_counts(parts: list[dict[str, list[int]]]) -> dict[str, list[int]]:
@@ -118,11 +109,24 @@ class RoundEngine:
         state = {"completed": self.completed, "globals": self.globals, "clock": self.clock.now_s,
                  "bytes": self.bytes.to_dict(), "rows": self.rows, "worker_of": self.worker_of,
                  "ledger": self.privacy.ledger.to_dict()}
-        _atomic_pickle(state, self.run_dir / CHECKPOINT_FILE)
+        atomic_write(self.run_dir / CHECKPOINT_FILE, lambda handle: pickle.dump(state, handle))
 
-    def restore(self) -> None:
-        """Load the last checkpoint of this run folder."""
-        with open(self.run_dir / CHECKPOINT_FILE, "rb") as handle:
+    def restore(self) -> bool:
+        """Continue this run folder from its last checkpoint, if it has one; returns whether it had.
+
+        Whatever an interrupted attempt left goes first: `.tmp` files of unfinished writes, and the
+        rows and privacy ledger it wrote past the checkpoint (rows.jsonl and privacy.jsonl are
+        rewritten from the checkpoint; without one, nothing was committed and both are removed).
+        Client state versions past the checkpoint stay on disk, unused (see ClientStateStore)."""
+        if self.run_dir is None:
+            return False
+        remove_temporaries(self.run_dir)
+        path = self.run_dir / CHECKPOINT_FILE
+        if not path.is_file():
+            for name in (ROWS_JSONL, PRIVACY_JSONL):
+                (self.run_dir / name).unlink(missing_ok=True)
+            return False
+        with open(path, "rb") as handle:
             state = pickle.load(handle)
         self.completed = state["completed"]
         self.globals = state["globals"]
@@ -130,8 +134,18 @@ class RoundEngine:
         self.bytes = ByteLedger.from_dict(state["bytes"])
         self.rows = state["rows"]
         self.privacy.ledger = PrivacyLedger.from_dict(state["ledger"])
-        write_rows(self.run_dir, self.rows)
         self.worker_of = {c: w % self.executor.num_workers for c, w in state["worker_of"].items()}
+        self._write_outputs()
+        return True
+
+    def _write_outputs(self) -> None:
+        """Rewrite rows.jsonl and, when privacy is accounted, privacy.jsonl (every ledger row)."""
+        if self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_rows(self.run_dir, self.rows)
+        if self.privacy.active:
+            write_jsonl(self.run_dir / PRIVACY_JSONL, [dataclasses.asdict(r) for r in self.privacy.ledger.rows()])
 
     @property
     def done(self) -> bool:
@@ -232,11 +246,29 @@ class RoundEngine:
         row.update(self.privacy.row_fields(round_index))
         row["clients_succeeded"] -= len(dropped)
         self.rows.append(row)
-        if self.run_dir is not None:
-            write_rows(self.run_dir, self.rows)
-            if self.privacy.active:
-                write_jsonl(self.run_dir / "privacy.jsonl",
-                            [dataclasses.asdict(r) for r in self.privacy.ledger.rows()])
+        self._write_outputs()
+        self.checkpoint()
+        return row
+
+    def evaluate_start(self) -> dict[str, Any] | None:
+        """Row 0: the starting model, evaluated before any training, when evaluation is on (once per
+        run: a run restored from a checkpoint has it already). Returns the row, or None."""
+        if self.rows or self.completed or not self._should_evaluate():
+            return None
+        started = time.perf_counter()
+        evaluated = self.evaluate()
+        row: dict[str, Any] = {
+            "round": 0, "algorithm": self.algorithm.name, "accuracy": evaluated.pop("accuracy"), "loss": None,
+            "clients_sampled": 0, "clients_selected": 0, "clients_succeeded": 0, "clients_straggled": 0,
+            "clients_missed_deadline": 0,
+            "bytes_up": 0, "bytes_down": 0,
+            "bytes_up_total": self.bytes.direction_total("up"), "bytes_down_total": self.bytes.direction_total("down"),
+            "sim_round_s": 0.0, "sim_time_s": self.clock.now_s,
+        }
+        row.update(evaluated)
+        row["wall_s"] = time.perf_counter() - started
+        self.rows.append(row)
+        self._write_outputs()
         self.checkpoint()
         return row
 
@@ -302,11 +334,7 @@ class RoundEngine:
         modes = ["answer", "rationale"] if self.config.eval.mode == "both" else [self.config.eval.mode]
         fields: dict[str, float] = {}
         if self.algorithm.keeps_client_state:
-            per_worker: dict[int, list[tuple[int, str]]] = {}
-            for client in self.eval_clients:
-                worker = self.worker_of.get(client, client % self.executor.num_workers)
-                per_worker.setdefault(worker, []).append((client, self.profiles.preset_of(client)))
-            counts = self.executor.evaluate_clients(per_worker, self.globals)
+            counts = self._starting_client_counts() if self.completed == 0 else self._client_counts()
             for mode in modes:
                 fields[f"accuracy/{mode}"] = float(np.mean([client_accuracy(counts[c][mode], mixtures[c])
                                                             for c in self.eval_clients]))
@@ -331,6 +359,26 @@ class RoundEngine:
                         for c in self.eval_clients]))
         fields["accuracy"] = fields[f"accuracy/{modes[0]}"]
         return fields
+
+    def _client_counts(self) -> dict[int, dict]:
+        """Per decoding mode, per-domain counts of each evaluation client's own model."""
+        per_worker: dict[int, list[tuple[int, str]]] = {}
+        for client in self.eval_clients:
+            worker = self.worker_of.get(client, client % self.executor.num_workers)
+            per_worker.setdefault(worker, []).append((client, self.profiles.preset_of(client)))
+        return self.executor.evaluate_clients(per_worker, self.globals)
+
+    def _starting_client_counts(self) -> dict[int, dict]:
+        """`_client_counts` before any training: every client's model is then its preset's starting
+        global model, so each preset is scored once, on the same test slice evaluate_clients uses."""
+        size = min(len(self.data.test), self.config.eval.client_test_size)
+        presets = sorted({self.profiles.preset_of(c) for c in self.eval_clients})
+        jobs: dict[int, list[tuple[str, Any, tuple[int, int]]]] = {}
+        for i, preset in enumerate(presets):
+            jobs.setdefault(i % self.executor.num_workers, []).append((preset, self.globals[preset], (0, size)))
+        results = self.executor.evaluate(jobs)
+        by_preset = {job[0]: counts for w, worker_jobs in jobs.items() for job, counts in zip(worker_jobs, results[w])}
+        return {c: by_preset[self.profiles.preset_of(c)] for c in self.eval_clients}
 
     def _row(self, round_index: int, started: float, sim_round_s: float, sampled: list[int],
              selected: list[int], stragglers: list[int], late: list[int],

@@ -6,7 +6,6 @@ survives resume and can be reloaded by whichever worker a client lands on.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
 from fedsim.engine.secure_sum import ClientSide, secagg_config
 from fedsim.privacy.central import clip_update
+from fedsim.results import atomic_write
 from fedsim.rng import seed_torch_global, stream_seed
 
 STATE_VERSIONS_KEPT = 2
@@ -37,7 +37,14 @@ class ClientTask:
 
 
 class ClientStateStore:
-    """Per-client state in memory, with versioned copies on disk (the last two rounds)."""
+    """Per-client state in memory, with versioned copies on disk (the last two rounds).
+
+    Round i (0-based) writes version `r{i:06d}.pt` of each client it changes. A store that starts
+    after `committed_round` completed rounds may load from disk only versions i < committed_round:
+    a version i >= committed_round was written by an attempt at round i that never completed (its
+    checkpoint was not written), and round i must be redone from the state before it. Whatever the
+    store writes afterwards it also keeps in memory, where later rounds of this process read it.
+    """
 
     def __init__(self, directory: Path | None, committed_round: int) -> None:
         self.directory = directory
@@ -53,23 +60,20 @@ class ClientStateStore:
         if client not in self.states:
             state: dict[str, Any] = {}
             if self.directory is not None:
-                usable = [p for p in self._versions(client) if int(p.stem[1:]) <= self.committed_round]
+                usable = [p for p in self._versions(client) if int(p.stem[1:]) < self.committed_round]
                 if usable:
                     state = torch.load(usable[-1], weights_only=False)
             self.states[client] = state
         return self.states[client]
 
     def put(self, client: int, round_index: int, state: dict[str, Any]) -> None:
-        """Keep the state and write it as version `round_index`, dropping older versions."""
+        """Keep the state and write it (fsynced, atomically) as version `round_index`, dropping older ones."""
         self.states[client] = state
         if self.directory is None:
             return
         folder = self.directory / str(client)
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"r{round_index:06d}.pt"
-        temporary = target.with_suffix(".tmp")
-        torch.save(state, temporary)
-        os.replace(temporary, target)
+        atomic_write(folder / f"r{round_index:06d}.pt", lambda handle: torch.save(state, handle))
         for old in self._versions(client)[:-STATE_VERSIONS_KEPT]:
             old.unlink()
 

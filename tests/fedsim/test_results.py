@@ -1,11 +1,13 @@
 """Run folders: rows, summaries, the table, plots and `fedsim report`."""
 import json
 
+import matplotlib.pyplot as plt
 import pandas as pd
+import pytest
 import yaml
 
 from fedsim.cli import main
-from fedsim.results import finalize, format_table, load_summaries, write_plots, write_rows
+from fedsim.results import accuracy_figures, finalize, format_table, load_summaries, write_plots, write_rows
 
 
 def make_run(tmp_path):
@@ -51,3 +53,38 @@ def test_one_accuracy_column_per_decoding_mode(tmp_path):
     header, _, line = format_table([summary]).splitlines()
     assert "accuracy (answer)" in header and "accuracy (rationale)" in header
     assert "10.0%" in line and "30.0%" in line
+
+
+def two_mode_rows(name, sends):
+    return pd.DataFrame([{"round": r, "algorithm": name, "accuracy": 0.1 * (r + 1), "accuracy/answer": 0.1 * (r + 1),
+                          "accuracy/rationale": 0.2 + 0.1 * r, "bytes_up_total": sends * r, "bytes_down_total": sends * r}
+                         for r in range(4)])
+
+
+def test_plots_start_at_round_zero_one_panel_per_decoding_mode_bytes_on_a_log_axis():
+    figures = accuracy_figures({"local": two_mode_rows("local", 0), "fedavg_lora": two_mode_rows("fedavg_lora", 5000)})
+    by_round, by_bytes = figures["accuracy_vs_round.png"], figures["accuracy_vs_bytes.png"]
+    assert [a.get_title() for a in by_round.axes] == ["decoding: answer directly", "decoding: rationale first"]
+    rationale = by_round.axes[1]
+    curves = {line.get_label(): line for line in rationale.get_lines()}
+    assert list(curves["fedavg_lora"].get_xdata()) == [0, 1, 2, 3]
+    assert list(curves["fedavg_lora"].get_ydata()) == pytest.approx([20, 30, 40, 50])
+    starts = [line for line in rationale.get_lines() if line.get_linestyle() == "--"]
+    assert len(starts) == 2 and all(list(line.get_ydata()) == pytest.approx([20, 20]) for line in starts)
+    ticks = [t for t in rationale.get_xticks() if 0 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    answer = by_bytes.axes[0]
+    assert answer.get_xscale() == "log"
+    lines = {line.get_label(): line for line in answer.get_lines()}
+    assert list(lines["fedavg_lora"].get_xdata()) == [10000, 20000, 30000]  # round 0 sent nothing: not on a log axis
+    assert lines["local (sends nothing): final"].get_linestyle() == ":"
+    assert list(lines["local (sends nothing): final"].get_ydata()) == pytest.approx([40, 40])
+    for figure in figures.values():
+        plt.close(figure)
+
+
+def test_summary_keeps_the_final_round_and_reports_round_zero_apart(tmp_path):
+    rows = [{"round": r, "algorithm": "local", "accuracy": a, "loss": None if r == 0 else 1.0, "bytes_up_total": 0,
+             "bytes_down_total": 0, "wall_s": 1.0, "sim_time_s": float(r)} for r, a in ((0, 0.6), (1, 0.2), (2, 0.3))]
+    summary = finalize(tmp_path, rows)
+    assert (summary["rounds"], summary["accuracy"], summary["best_accuracy"], summary["start_accuracy"]) == (2, 0.3, 0.3, 0.6)

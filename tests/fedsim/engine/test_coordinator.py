@@ -90,3 +90,23 @@ def test_resume_reaches_the_same_result(tmp_path):
     np.testing.assert_array_equal(resumed.globals["llama-1m"]["w"], uninterrupted.globals["llama-1m"]["w"])
     assert strip_wall(resumed.rows) == strip_wall(uninterrupted.rows)
     assert (tmp_path / "rows.jsonl").read_text().count("\n") == 4
+
+
+def test_restore_rewrites_rows_and_privacy_ledger_and_drops_leftovers(tmp_path):
+    central = {"clients": {"sampling": "poisson"},
+               "privacy": {"central": {"clip_norm": 1.0, "noise_multiplier": 1.0}}}
+    first = make_engine(tmp_path, **central)
+    first.run_round()
+    names = ("checkpoint.pkl", "rows.jsonl", "privacy.jsonl")
+    committed = {name: (tmp_path / name).read_bytes() for name in names}
+    first.run_round()
+    assert (tmp_path / "privacy.jsonl").read_bytes() != committed["privacy.jsonl"]
+    (tmp_path / "checkpoint.pkl").write_bytes(committed["checkpoint.pkl"])  # round 2 never checkpointed
+    (tmp_path / "privacy.jsonl.tmp").write_text("{")
+    resumed = make_engine(tmp_path, **central)
+    assert resumed.restore() and resumed.completed == 1
+    assert {name: (tmp_path / name).read_bytes() for name in names} == committed
+    assert not list(tmp_path.glob("*.tmp"))
+    (tmp_path / "checkpoint.pkl").unlink()  # no checkpoint: nothing was committed
+    assert not make_engine(tmp_path, **central).restore()
+    assert not (tmp_path / "rows.jsonl").exists() and not (tmp_path / "privacy.jsonl").exists()

@@ -168,6 +168,8 @@ def install(name: str, out: Path | None = None, force: bool = False) -> Path:
     staging.chmod(0o755)  # mkdtemp makes it private; the installed model is readable like any cache
     try:
         convert(entry, staging)
+        if is_complete(target) and not force:  # another process finished first: keep its copy
+            return target
         if target.exists():  # incomplete, or complete and forced: move it aside, then drop it
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
             target.rename(old / target.name)

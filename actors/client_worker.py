@@ -7,6 +7,7 @@ from typing import Any
 import ray
 
 from actors.llm_client import ServeLLMClient
+from actors.progress import BoardProgress
 from fedsim.algorithms.base import ClientOutcome
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
@@ -18,12 +19,15 @@ class ClientWorker:
     """One process of the worker pool; the coordinator sends it one call per round."""
 
     def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
-                 run_dir: str | None, committed_round: int, llm_handle: Any = None) -> None:
+                 run_dir: str | None, committed_round: int, llm_handle: Any = None,
+                 progress_board: Any = None) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        progress = BoardProgress(progress_board) if progress_board is not None else None
         llm = None
         if llm_handle is not None:
-            llm = ServeLLMClient(llm_handle, config.llm.request_timeout_s, config.llm.request_retries)
-        self.runtime = WorkerRuntime(config, algorithm_name, data, run_dir, committed_round, llm)
+            llm = ServeLLMClient(llm_handle, config.llm.request_timeout_s, config.llm.request_retries,
+                                 progress=progress)
+        self.runtime = WorkerRuntime(config, algorithm_name, data, run_dir, committed_round, llm, progress)
 
     def initial_payload(self, preset: str) -> Any:
         return self.runtime.initial_payload(preset)

@@ -7,6 +7,8 @@ from typing import Any
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
+from fedsim.engine.progress import NoProgress, Progress
+
 # Failures of the serving system, not of the request: worth sending the request again.
 TRANSIENT_ERRORS = (TimeoutError, BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError,
                     ActorDiedError, ActorUnavailableError)
@@ -26,20 +28,24 @@ class ServeLLMClient:
     """
 
     def __init__(self, handle: Any, timeout_s: float | None = None, retries: int = 0,
-                 backoff_s: float = 1.0) -> None:
+                 backoff_s: float = 1.0, progress: Progress | None = None) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         self.handle = handle
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.progress = progress or NoProgress()
 
     def generate(self, prompts: list[str], params: dict[str, Any]) -> list[str]:
         failures: list[str] = []
+        self.progress.expect("llm prompts", len(prompts))
         for attempt in range(self.retries + 1):
             response = self.handle.generate.remote(list(prompts), dict(params))
             try:
-                return response.result(timeout_s=self.timeout_s)
+                replies = response.result(timeout_s=self.timeout_s)
+                self.progress.advance("llm prompts", len(prompts))
+                return replies
             except TRANSIENT_ERRORS as exc:
                 response.cancel()
                 failures.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from actors.client_worker import ClientWorker
 from actors.coordinator import Coordinator
+from actors.progress import ProgressBoard, StageBars, wait_showing
 from fedsim.algorithms import make_algorithm
 from fedsim.config import ConfigError, ExperimentConfig, dump_config, load_config
 from fedsim.data.federated import FederatedData
@@ -116,25 +117,27 @@ def run_algorithm(config: ExperimentConfig, algorithm: str, data_ref: Any, run_d
     reserved = (config.llm.num_cpus, config.llm.num_gpus) if llm_handle is not None else (0.0, 0.0)
     size = pool_size(config, *reserved)
     options = {"num_cpus": config.engine.num_cpus_per_worker, "num_gpus": config.engine.num_gpus_per_worker}
+    board = ProgressBoard.remote()
     workers = [ClientWorker.options(**options).remote(config, algorithm, data_ref, str(algorithm_dir), committed,
-                                                      llm_handle)
+                                                      llm_handle, board)
                for _ in range(size)]
     coordinator = Coordinator.remote(config, algorithm, data_ref, workers, str(algorithm_dir))
+    stages = StageBars(enabled=progress)
     try:
         start = ray.get(coordinator.completed_rounds.remote())
         bar = tqdm(total=config.rounds, initial=start, desc=f"{algorithm:>13}", disable=not progress,
                    dynamic_ncols=True)
-        starting_row = ray.get(coordinator.evaluate_start.remote())
+        starting_row = wait_showing(coordinator.evaluate_start.remote(), board, stages)
         if starting_row is not None:
             bar.set_postfix(_postfix(starting_row))
         for _ in range(start, config.rounds):
-            row = ray.get(coordinator.run_round.remote())
+            row = wait_showing(coordinator.run_round.remote(), board, stages)
             bar.set_postfix(_postfix(row))
             bar.update(1)
         bar.close()
         rows = ray.get(coordinator.rows.remote())
     finally:
-        for actor in [coordinator, *workers]:
+        for actor in [coordinator, *workers, board]:
             ray.kill(actor)
     return finalize(algorithm_dir, rows, {"workers": size, "config": config.name})
 

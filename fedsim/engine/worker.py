@@ -17,6 +17,7 @@ from fedsim.algorithms.base import POOLED_CLIENT, ClientContext, ClientOutcome, 
 from fedsim.comm import SERVER, Message
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
+from fedsim.engine.progress import NoProgress, Progress
 from fedsim.engine.secure_sum import ClientSide, secagg_config
 from fedsim.privacy.central import clip_update
 from fedsim.results import atomic_write
@@ -82,8 +83,10 @@ class WorkerRuntime:
     """Runs client steps and evaluations for the clients assigned to one worker."""
 
     def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
-                 run_dir: str | None, committed_round: int = 0, llm: LLMClient | None = None) -> None:
-        torch.set_num_threads(1)
+                 run_dir: str | None, committed_round: int = 0, llm: LLMClient | None = None,
+                 progress: Progress | None = None) -> None:
+        torch.set_num_threads(max(1, int(config.engine.num_cpus_per_worker)))  # the CPUs it was given
+        self.progress = progress or NoProgress()
         self.config = config
         self.llm = llm
         self.algorithm = make_algorithm(algorithm_name, config)
@@ -131,6 +134,7 @@ class WorkerRuntime:
         the protocol lets leave the client (public keys, or in cost mode the quantised vector).
         """
         self.secure_side.clear()
+        self.progress.expect("clients", len(tasks))
         outcomes = []
         for task in tasks:
             model, tokenizer = self._model(task.preset) if self.algorithm.needs_model else (None, None)
@@ -152,6 +156,7 @@ class WorkerRuntime:
             if self.secagg is not None:
                 self._hold_update(task, outcome)
             outcomes.append(outcome)
+            self.progress.advance("clients")
         return outcomes
 
     def _clip_for_central_dp(self, outcome: ClientOutcome) -> None:
@@ -183,11 +188,13 @@ class WorkerRuntime:
         modes = ["answer", "rationale"] if self.config.eval.mode == "both" else [self.config.eval.mode]
         counts: dict[str, dict[str, list[int]]] = {}
         examples = self.data.test[shard[0]:shard[1]]
+        self.progress.expect("evaluation", len(modes) * len(examples))
         for mode in modes:
             counts[mode] = {}
             for domain in sorted({example.domain for example in examples}):
                 subset = [example for example in examples if example.domain == domain]
-                accuracy = exact_match(model, tokenizer, subset, mode, self.config.eval.batch_size)
+                accuracy = exact_match(model, tokenizer, subset, mode, self.config.eval.batch_size,
+                                       on_batch=lambda n: self.progress.advance("evaluation", n))
                 counts[mode][domain] = [round(accuracy * len(subset)), len(subset)]
         return counts
 

@@ -7,6 +7,7 @@ import ray
 from ray import serve as ray_serve
 
 from actors.llm_client import LLMRequestError, ServeLLMClient
+from fedsim.engine.progress import StageCounts
 from serve.app import start_llm_deployment, stop_llm_deployment
 from serve.errors import RequestError
 from serve.settings import ServeSettings
@@ -27,9 +28,11 @@ def handle(ray_session, settings):
     ray_serve.shutdown()
 
 
-def test_answers_as_the_handle_does(handle):
-    client = ServeLLMClient(handle, timeout_s=60.0, retries=1)
+def test_answers_as_the_handle_does_and_reports_the_prompts_answered(handle):
+    counts = StageCounts()
+    client = ServeLLMClient(handle, timeout_s=60.0, retries=1, progress=counts)
     assert client.generate(PROMPTS, PARAMS) == handle.generate.remote(PROMPTS, PARAMS).result()
+    assert counts.snapshot() == {"llm prompts": (2, 2)}
 
 
 def test_a_request_that_never_answers_in_time_fails_after_every_attempt(handle):

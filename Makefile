@@ -17,9 +17,7 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fedsim run experiments/quickstart.yaml
-	$(BIN)/fedsim teacher train    # once (about 17 minutes on one core); reused afterwards
-	$(BIN)/fedsim run experiments/fedcot.yaml
+	$(BIN)/python experiments/demo.py    # quickstart.yaml, then fedcot.yaml with the shipped teacher
 
 test: $(STAMP)
 	$(BIN)/lint-imports && $(BIN)/python -m pytest -q tests

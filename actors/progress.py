@@ -61,8 +61,7 @@ class StageBars:
                                         leave=False, dynamic_ncols=True)
             bar = self.bars[stage]
             bar.total = max(expected, done)
-            bar.n = done
-            bar.refresh()
+            bar.update(done - bar.n)
 
     def close(self) -> None:
         for bar in self.bars.values():

@@ -66,7 +66,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     0's (the starting model, before any training), which `best_accuracy` leaves out."""
     evaluated = [row for row in rows if row.get("accuracy") is not None]
     trained = [row for row in evaluated if row["round"] > 0]
-    start = next((row["accuracy"] for row in evaluated if row["round"] == 0), None)
+    start_row = next((row for row in evaluated if row["round"] == 0), None)
     last = rows[-1]
     modes = sorted(key.split("/", 1)[1] for key in (evaluated[-1] if evaluated else {}) if key.startswith("accuracy/"))
     return {
@@ -74,7 +74,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "rounds": last["round"],
         "accuracy": evaluated[-1]["accuracy"] if evaluated else None,
         "accuracy_by_mode": {mode: evaluated[-1][f"accuracy/{mode}"] for mode in modes},
-        "start_accuracy": start,
+        "start_accuracy": start_row["accuracy"] if start_row else None,
+        "start_accuracy_by_mode": {mode: start_row.get(f"accuracy/{mode}") for mode in modes} if start_row else {},
         "best_accuracy": max(row["accuracy"] for row in trained) if trained else None,
         "bytes_up": last["bytes_up_total"],
         "bytes_down": last["bytes_down_total"],
@@ -101,20 +102,24 @@ def _human_bytes(count: float) -> str:
 
 
 def format_table(summaries: list[dict[str, Any]]) -> str:
-    """The comparison table printed at the end of a run and by `fedsim report`."""
+    """The comparison table printed at the end of a run and by `fedsim report`: each accuracy next to
+    the round-0 accuracy of the same starting model ("-" when round 0 was not evaluated)."""
     def percent(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.1f}%"
 
-    # With several decoding modes evaluated, one accuracy column per mode.
+    # With several decoding modes evaluated, one pair of accuracy columns per mode.
     modes = sorted({mode for s in summaries for mode in s.get("accuracy_by_mode", {})})
-    accuracy_columns = tuple(f"accuracy ({mode})" for mode in modes) if len(modes) > 1 else ("accuracy",)
+    suffixes = tuple(f" ({mode})" for mode in modes) if len(modes) > 1 else ("",)
+    accuracy_columns = tuple(f"{name}{suffix}" for suffix in suffixes for name in ("round 0", "accuracy"))
     header = ("algorithm", "rounds", *accuracy_columns, "bytes up", "bytes down", "wall s", "simulated s")
     lines = [header]
     for s in summaries:
         if len(modes) > 1:
-            accuracies = tuple(percent(s["accuracy_by_mode"].get(mode)) for mode in modes)
+            starts = s.get("start_accuracy_by_mode", {})
+            pairs = [(starts.get(mode), s["accuracy_by_mode"].get(mode)) for mode in modes]
         else:
-            accuracies = (percent(s["accuracy"]),)
+            pairs = [(s.get("start_accuracy"), s["accuracy"])]
+        accuracies = tuple(percent(value) for pair in pairs for value in pair)
         lines.append((s["algorithm"], str(s["rounds"]), *accuracies, _human_bytes(s["bytes_up"]),
                       _human_bytes(s["bytes_down"]), f"{s['wall_s']:.1f}", f"{s['sim_time_s']:.1f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

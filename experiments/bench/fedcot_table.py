@@ -22,7 +22,8 @@ public questions (decoder rows) included; bytes count only federated traffic. Th
 through `fedsim run`'s runner on a local Ray instance of 2 CPUs (Serve deployment for the teacher,
 a pool of ClientWorker actors).
 
-    python experiments/bench/fedcot_table.py [--teacher llama-1m-teacher] [--student llama-0.3m-pt] [--clients 20]
+    python experiments/bench/fedcot_table.py [--teacher llama-1m-teacher] [--student llama-0.3m-pt] [--clients 5]
+        [--rounds 6] [--local-steps 60] [--scale-clients 0]
 
 Prints the table and writes experiments/bench/results/fedcot_table.json.
 """
@@ -172,6 +173,7 @@ def scale_run(args: argparse.Namespace) -> dict[str, Any]:
     config = base_config(args, "fedcot", mechanism="em", eps_per_token=8.0)
     raw = config.model_dump(mode="json")
     raw["clients"] |= {"num": args.scale_clients, "per_round": args.scale_clients}
+    raw["task"] |= {"train_per_client": args.scale_train_per_client}
     raw["rounds"] = 1
     raw["eval"] |= {"every": 1, "max_clients": args.eval_clients}
     raw["engine"] |= {"num_workers": 2, "num_cpus_per_worker": 0.75}
@@ -188,7 +190,8 @@ def scale_run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             ray.shutdown()
     summary = summaries[0]
-    return {"clients": args.scale_clients, "rounds": 1, "mechanism": "em", "eps_per_token": 8.0,
+    return {"clients": args.scale_clients, "train_per_client": args.scale_train_per_client, "rounds": 1,
+            "mechanism": "em", "eps_per_token": 8.0,
             "wall_s_total": wall, "wall_s_rounds": summary["wall_s"], "bytes_up": summary["bytes_up"],
             "bytes_down": summary["bytes_down"], "accuracy_answer": summary["accuracy"]}
 
@@ -264,10 +267,10 @@ def main() -> None:
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank of the students (alpha = 2 r)")
     parser.add_argument("--train-all", action="store_true",
                         help="also train the embeddings and norms (with r >= the hidden size: every weight)")
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--train-per-client", type=int, default=150)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--local-steps", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=5)
+    parser.add_argument("--train-per-client", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--local-steps", type=int, default=60)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--alpha", type=float, default=1.0, help="FedCoT's weight of the rationale loss")
     parser.add_argument("--alpha-rows", type=float, nargs="*", default=[],
@@ -282,9 +285,10 @@ def main() -> None:
     parser.add_argument("--skip-grid", action="store_true", help="only the scale run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--test-size", type=int, default=100)
-    parser.add_argument("--eval-clients", type=int, default=10)
+    parser.add_argument("--eval-clients", type=int, default=5)
     parser.add_argument("--eps", type=float, nargs="+", default=list(EPS_GRID))
     parser.add_argument("--scale-clients", type=int, default=200, help="0 skips the Ray scale run")
+    parser.add_argument("--scale-train-per-client", type=int, default=150, help="examples per client in the scale run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)

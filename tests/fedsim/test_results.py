@@ -45,14 +45,25 @@ def test_report_command(tmp_path, capsys):
 
 
 def test_one_accuracy_column_per_decoding_mode(tmp_path):
-    rows = [{"round": 1, "algorithm": "fedcot", "accuracy": 0.1, "accuracy/answer": 0.1, "accuracy/rationale": 0.3,
-             "loss": 1.0, "bytes_up_total": 10, "bytes_down_total": 20, "wall_s": 1.0, "sim_time_s": 2.0}]
+    start = {"round": 0, "algorithm": "fedcot", "accuracy": 0.05, "accuracy/answer": 0.05, "accuracy/rationale": 0.25,
+             "bytes_up_total": 0, "bytes_down_total": 0, "wall_s": 0.5, "sim_time_s": 0.0}
+    rows = [start, {"round": 1, "algorithm": "fedcot", "accuracy": 0.1, "accuracy/answer": 0.1, "accuracy/rationale": 0.3,
+                    "loss": 1.0, "bytes_up_total": 10, "bytes_down_total": 20, "wall_s": 1.0, "sim_time_s": 2.0}]
     write_rows(tmp_path, rows)
     summary = finalize(tmp_path, rows)
     assert summary["accuracy_by_mode"] == {"answer": 0.1, "rationale": 0.3}
+    assert summary["start_accuracy_by_mode"] == {"answer": 0.05, "rationale": 0.25}
     header, _, line = format_table([summary]).splitlines()
-    assert "accuracy (answer)" in header and "accuracy (rationale)" in header
-    assert "10.0%" in line and "30.0%" in line
+    assert header.split()[:10] == ["algorithm", "rounds", "round", "0", "(answer)", "accuracy", "(answer)",
+                                   "round", "0", "(rationale)"]
+    assert line.split()[2:6] == ["5.0%", "10.0%", "25.0%", "30.0%"]
+
+
+def test_round_zero_column_is_a_dash_without_a_round_zero_row(tmp_path):
+    rows = [{"round": 1, "algorithm": "local", "accuracy": 0.4, "loss": 1.0, "bytes_up_total": 0,
+             "bytes_down_total": 0, "wall_s": 1.0, "sim_time_s": 2.0}]
+    header, _, line = format_table([finalize(tmp_path, rows)]).splitlines()
+    assert header.split()[2:5] == ["round", "0", "accuracy"] and line.split()[2:4] == ["-", "40.0%"]
 
 
 def two_mode_rows(name, sends):

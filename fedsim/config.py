@@ -348,11 +348,11 @@ class ExperimentConfig(_Section):
 def _format_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        path = ".".join(str(part) for part in item["loc"])  # empty for a check across sections
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"{path}: {message}")
+        lines.append(f"{path}: {message}" if path else message)
     return "invalid config: " + "; ".join(lines)
 
 

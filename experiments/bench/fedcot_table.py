@@ -144,7 +144,8 @@ def run_in_process(config: ExperimentConfig, llm: InProcessLLM) -> tuple[dict[st
 def teacher_accuracy(args: argparse.Namespace, llm: InProcessLLM, mechanism: str, eps: float,
                      decoder: Any) -> dict[str, float]:
     """The teacher's rationale-then-answer accuracy on test questions sent as a FedCoT client sends
-    its own (cut, perturbed unless eps is inf): raw, after the decoder (None: not run), after the oracle."""
+    its own (cut, perturbed unless eps is inf): raw, after the decoder (None: not run), the decoder
+    without the reply, after the oracle."""
     config = base_config(args, "fedcot", mechanism=mechanism, eps_per_token=eps)
     test = build_federated_data(config).test
     prompts, _ = perturbed_prompts(TeacherSide(config), config.fedcot, test, numpy_stream(args.seed, -1, 0, "bench"))
@@ -155,8 +156,13 @@ def teacher_accuracy(args: argparse.Namespace, llm: InProcessLLM, mechanism: str
         return float(np.mean([answer == e.answer for (_, answer), e in zip(pairs, test)]))
 
     oracle = [oracle_recover(rationale, e.question) or (rationale, answer) for (rationale, answer), e in zip(parsed, test)]
-    decoded = None if decoder is None else accuracy(decode_targets(decoder, test, replies, config.fedcot.max_new_tokens))
-    return {"raw": accuracy(parsed), "decoder": decoded, "oracle": accuracy(oracle)}
+    def decoded(sent: list[str]) -> float | None:
+        return None if decoder is None else accuracy(decode_targets(decoder, test, sent, config.fedcot.max_new_tokens))
+
+    # "decoder_no_reply": the decoder given the clean question and an empty reply, i.e. what it
+    # solves by itself; the gap to "decoder" is what it reads from the LLM's reply.
+    return {"raw": accuracy(parsed), "decoder": decoded(replies), "decoder_no_reply": decoded([""] * len(test)),
+            "oracle": accuracy(oracle)}
 
 
 def row_name(mechanism: str, eps: float, recover: str) -> str:
@@ -213,10 +219,10 @@ def print_table(results: dict[str, Any]) -> None:
               f"{row['bytes_up']:>11}{row['bytes_down']:>12}{'-' if eps is None else f'{eps:.0f}':>12}")
     print(f"\nteacher ({setup['teacher']}), rationale-then-answer accuracy (%) of its replies to test questions "
           f"sent as a client sends them")
-    print(f"{'mechanism':<10}{'eps per token':<15}{'raw':>8}{'decoder':>9}{'(oracle)':>10}")
+    print(f"{'mechanism':<10}{'eps per token':<15}{'raw':>8}{'decoder':>9}{'decoder, no reply':>19}{'(oracle)':>10}")
     for item in results["teacher"]:
         print(f"{item['mechanism']:<10}{item['eps']:<15}{fmt(item['raw']):>8}{fmt(item['decoder']):>9}"
-              f"{fmt(item['oracle']):>10}")
+              f"{fmt(item.get('decoder_no_reply')):>19}{fmt(item['oracle']):>10}")
     if results.get("scale"):
         s = results["scale"]
         print(f"\nscale: FedCoT-EM eps 8, {s['clients']} clients, 1 round on Ray (2 CPUs): "
@@ -280,8 +286,8 @@ def main() -> None:
     parser.add_argument("--recover", nargs="+", choices=list(RECOVERIES), default=list(RECOVERIES),
                         help="local recoveries of the FedCoT rows")
     parser.add_argument("--decoder-model", default="llama-0.3m-pt", help="what the server's decoder starts from")
-    parser.add_argument("--decoder-public", type=int, default=400, help="public questions the decoder learns from")
-    parser.add_argument("--decoder-steps", type=int, default=300)
+    parser.add_argument("--decoder-public", type=int, default=2000, help="public questions the decoder learns from")
+    parser.add_argument("--decoder-steps", type=int, default=1500)
     parser.add_argument("--skip-grid", action="store_true", help="only the scale run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--test-size", type=int, default=100)

@@ -154,3 +154,8 @@ def test_sigkill_in_round_two_then_resume_equals_an_uninterrupted_run(tmp_path, 
         assert outcome(run_dir / algorithm) == reference[algorithm], algorithm
         assert not list((run_dir / algorithm).rglob("*.tmp"))
     assert reference["fedcot"]["privacy"] and all(row["eps_pld"] > 0 for row in reference["fedcot"]["privacy"])
+    for algorithm in ALGORITHMS:  # the compared figures, shown by `pytest -s`
+        summary, privacy = reference[algorithm]["summary"], reference[algorithm]["privacy"]
+        print(f"{algorithm}: accuracy {summary['accuracy']:.4f}, bytes up {summary['bytes_up']}, bytes down "
+              f"{summary['bytes_down']}, simulated {summary['sim_time_s']:.2f} s, {len(privacy)} privacy rows, "
+              f"max eps_pld {max((row['eps_pld'] for row in privacy), default=None)}")

@@ -40,6 +40,7 @@ def test_rows_teacher_and_ledger_figures(tmp_path):
     assert math.isinf(rows["FedCoT eps inf (clean), recover none"]["eps_client_max"])
     assert 4.0 <= rows["FedCoT-EM eps 4, recover decoder"]["eps_client_max"] < math.inf
     assert [(entry["mechanism"], entry["eps"]) for entry in result["teacher"]] == [("em", math.inf), ("em", 4.0)]
-    assert all(0.0 <= entry[key] <= 1.0 for entry in result["teacher"] for key in ("raw", "decoder", "oracle"))
+    assert all(0.0 <= entry[key] <= 1.0 for entry in result["teacher"]
+               for key in ("raw", "decoder", "decoder_no_reply", "oracle"))
     assert result["setup"]["recover"] == ["none", "decoder", "oracle"] and "scale" not in result
     assert "(oracle)" in completed.stdout

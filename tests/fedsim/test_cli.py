@@ -1,4 +1,5 @@
 """The `fedsim` command end to end (Ray for `run`)."""
+import pytest
 import yaml
 
 from fedsim.cli import main
@@ -64,56 +65,43 @@ def test_data_file_with_too_few_records(tmp_path, capsys):
     assert "has 1 records: too few" in err
 
 
-def test_several_config_errors_in_one_line(tmp_path, capsys):
-    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "rounds=0",
-                                     "--set", "clients.per_round=9"])
-    assert "rounds: Input should be greater than or equal to 1" in err and "clients" in err
 
 
-def test_fedcot_without_llm_model(tmp_path, capsys):
-    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "algorithms=[fedcot]"])
-    assert "fedcot needs llm.model" in err
 
 
-def test_llm_model_that_is_not_a_model_directory(tmp_path, capsys):
-    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "algorithms=[fedcot]",
-                                     "--set", f"llm.model={tmp_path}"])
-    assert f"{tmp_path}: not a preset" in err
 
 
-def test_unknown_preset_path(tmp_path, capsys):
-    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)),
-                                     "--set", "clients.presets={/no/such/model: 1}"])
-    assert "/no/such/model: not a preset" in err
 
 
-def test_dp_sgd_with_centralized(tmp_path, capsys):
-    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "algorithms=[centralized]",
-                                     "--set", "privacy.dp_sgd={noise_multiplier: 1.0}"])
-    assert "privacy.dp_sgd does not apply to centralized" in err
+# (test id, --set overrides of small_config, what the error line must say); "{tmp}" is the test's tmp_path
+REFUSED_OVERRIDES = [
+    ("several_config_errors_in_one_line", ["rounds=0", "clients.per_round=9"],
+     ["rounds: Input should be greater than or equal to 1", "clients"]),
+    ("fedcot_without_llm_model", ["algorithms=[fedcot]"], ["fedcot needs llm.model"]),
+    ("llm_model_that_is_not_a_model_directory", ["algorithms=[fedcot]", "llm.model={tmp}"], ["{tmp}: not a preset"]),
+    ("unknown_preset_path", ["clients.presets={/no/such/model: 1}"], ["/no/such/model: not a preset"]),
+    ("dp_sgd_with_centralized", ["algorithms=[centralized]", "privacy.dp_sgd={noise_multiplier: 1.0}"],
+     ["privacy.dp_sgd does not apply to centralized"]),
+    ("keep_optimizer_state_without_client_state", ["algorithms=[local, fedavg_lora]", "train.keep_optimizer_state=true"],
+     ["train.keep_optimizer_state", "fedavg_lora keeps none"]),
+    ("privacy_release_over_the_budget", ["privacy.budget_eps=0.5", "privacy.dp_sgd={noise_multiplier: 0.5}"],
+     ["privacy.budget_eps=0.5", "alone exceeds it"]),
+    ("secure_aggregation_the_engine_rejects", ["secagg.mode=protocol", "secagg.threshold=3"],
+     ["secagg.threshold=3 exceeds the largest cohort (2 clients)"]),
+    ("pool_too_large_for_the_cluster", ["engine.num_workers=500"], ["500 workers", "do not fit the cluster"]),
+]
 
 
-def test_keep_optimizer_state_without_client_state(tmp_path, capsys):
-    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "algorithms=[local, fedavg_lora]",
-                                     "--set", "train.keep_optimizer_state=true"])
-    assert "train.keep_optimizer_state" in err and "fedavg_lora keeps none" in err
+@pytest.mark.parametrize("overrides, expected", [case[1:] for case in REFUSED_OVERRIDES],
+                         ids=[case[0] for case in REFUSED_OVERRIDES])
+def test_a_bad_setting_is_refused_in_one_line(tmp_path, capsys, overrides, expected):
+    argv = ["run", str(small_config(tmp_path))]
+    for override in overrides:
+        argv += ["--set", override.replace("{tmp}", str(tmp_path))]
+    err = refused(capsys, tmp_path, argv)
+    for text in expected:
+        assert text.replace("{tmp}", str(tmp_path)) in err
 
-
-def test_privacy_release_over_the_budget(tmp_path, capsys):
-    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "privacy.budget_eps=0.5",
-                                     "--set", "privacy.dp_sgd={noise_multiplier: 0.5}"])
-    assert "privacy.budget_eps=0.5" in err and "alone exceeds it" in err
-
-
-def test_secure_aggregation_the_engine_rejects(tmp_path, capsys):
-    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "secagg.mode=protocol",
-                                     "--set", "secagg.threshold=3"])
-    assert "secagg.threshold=3 exceeds the largest cohort (2 clients)" in err
-
-
-def test_pool_too_large_for_the_cluster(tmp_path, capsys):
-    err = refused(capsys, tmp_path, ["run", str(small_config(tmp_path)), "--set", "engine.num_workers=500"])
-    assert "500 workers" in err and "do not fit the cluster" in err
 
 
 def test_resume_of_a_folder_whose_config_is_broken(tmp_path, capsys):
@@ -126,7 +114,6 @@ def test_resume_of_a_folder_whose_config_is_broken(tmp_path, capsys):
 
 def test_unexpected_exception_keeps_its_traceback(tmp_path, monkeypatch):
     import actors.runner
-    import pytest
 
     def broken(config, run_dir=None, progress=True):
         raise ValueError("a bug deep in training")

@@ -19,10 +19,11 @@ def payload_nbytes(payload: Any) -> int:
     """Bytes a payload occupies on the wire (array data, UTF-8 text, names)."""
     if payload is None:
         return 0
-    if hasattr(payload, "nbytes") and callable(payload.nbytes):
-        return int(payload.nbytes())
-    if isinstance(payload, np.ndarray):
-        return int(payload.nbytes)
+    nbytes = getattr(payload, "nbytes", None)  # arrays and TopKResult: an int; secagg messages: a method
+    if callable(nbytes):
+        return int(nbytes())
+    if isinstance(nbytes, (int, np.integer)) and not isinstance(payload, (bool, int, np.integer)):
+        return int(nbytes)
     if isinstance(payload, (bytes, bytearray, memoryview)):
         return len(payload)
     if isinstance(payload, str):

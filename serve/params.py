@@ -13,7 +13,10 @@ from typing import Literal
 
 import numpy as np
 
+from fedsim.models.topk import TopKResult
 from serve.errors import RequestError
+
+__all__ = ["Completion", "FinishReason", "GenerationParams", "TokenizerInfo", "TopKResult", "derive_row_seed"]
 
 FinishReason = Literal["stop", "length"]
 
@@ -81,41 +84,6 @@ class Completion:
     finish_reason: FinishReason
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class TopKResult:
-    """Top-k logits of one sequence: position t holds the k largest logits predicting t+1.
-
-    ``ids`` int32 and ``values`` float16, both [n_positions, k], values in descending
-    order per row. 6 bytes per kept entry on the wire.
-    """
-
-    ids: np.ndarray
-    values: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.ids.dtype != np.int32 or self.values.dtype != np.float16:
-            raise ValueError(f"TopKResult needs int32 ids and float16 values, got "
-                             f"{self.ids.dtype} and {self.values.dtype}")
-        if self.ids.ndim != 2 or self.ids.shape != self.values.shape:
-            raise ValueError(f"TopKResult ids and values must share a 2-D shape, got "
-                             f"{self.ids.shape} and {self.values.shape}")
-
-    @property
-    def n_positions(self) -> int:
-        """Number of positions (tokens of the input sequence)."""
-        return int(self.ids.shape[0])
-
-    @property
-    def k(self) -> int:
-        """Number of kept logits per position."""
-        return int(self.ids.shape[1])
-
-    @property
-    def nbytes(self) -> int:
-        """Payload bytes: ids plus values."""
-        return int(self.ids.nbytes + self.values.nbytes)
 
 
 @dataclass(frozen=True)

@@ -24,3 +24,11 @@ def test_ledger_counts_per_round_kind_direction():
     assert ledger.round_bytes(0) == {"down/adapter": 41, "up/adapter_delta": 41}
     assert ledger.direction_total("up") == 82 and ledger.direction_total("down", 1) == 0
     assert ByteLedger.from_dict(ledger.to_dict()).round_bytes(1) == ledger.round_bytes(1)
+
+
+def test_a_topk_result_counts_its_ids_and_values_inside_a_message():
+    from fedsim.models.topk import TopKResult
+
+    topk = TopKResult(np.zeros((5, 3), np.int32), np.zeros((5, 3), np.float16))
+    message = Message("topk", SERVER, 2, [topk, topk])
+    assert message.nbytes == 2 * 5 * 3 * (4 + 2)

@@ -17,7 +17,7 @@ from actors.progress import ProgressBoard, StageBars, wait_showing
 from fedsim.algorithms import make_algorithm
 from fedsim.config import ConfigError, ExperimentConfig, dump_config, load_config
 from fedsim.data.federated import FederatedData
-from fedsim.engine.coordinator import CHECKPOINT_FILE
+from fedsim.engine.checkpoint import CHECKPOINT_FILE
 from fedsim.models.presets import model_directory
 from fedsim.preflight import check_experiment, check_pool, fit_pool
 from fedsim.results import SUMMARY_JSON, atomic_write_text, finalize, format_table

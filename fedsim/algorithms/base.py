@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fedsim.algorithms.fedavg import Arrays, apply_update, mean_of, weighted_sum
+from fedsim.algorithms.fedavg import Arrays, apply_update
 from fedsim.comm import Message
 from fedsim.config import ExperimentConfig
 
@@ -94,14 +94,9 @@ class Algorithm(ABC):
         """Run one client's round on its worker."""
 
     def aggregate(self, preset: str, global_payload: Any, outcomes: list[ClientOutcome]) -> Any:
-        """Combine one preset's client outcomes into its new global payload.
-
-        Summing algorithms get the sample-weighted mean of their `summed_kind` messages; the engine
-        calls `apply_mean` directly when the mean comes from secure aggregation instead.
-        """
-        if self.summed_kind is None:
-            return global_payload
-        return self.apply_mean(preset, global_payload, mean_of(*weighted_sum(outcomes, self.summed_kind)))
+        """One preset's new global payload from its client outcomes, for algorithms without a summed
+        kind (unchanged by default); summed updates go through the engine's aggregation pipeline."""
+        return global_payload
 
     def apply_mean(self, preset: str, global_payload: Any, mean: Arrays | None) -> Any:
         """The new global payload given the clients' mean update (None: nobody reported)."""

@@ -15,6 +15,7 @@ from dp_accounting.dp_event import GaussianDpEvent, PoissonSampledDpEvent, SelfC
 from dp_accounting.privacy_accountant import NeighboringRelation
 
 from fedsim.algorithms.base import Algorithm, PlannedRelease
+from fedsim.algorithms.fedavg import mean_of
 from fedsim.comm import SERVER
 from fedsim.config import ExperimentConfig
 from fedsim.errors import FedsimError
@@ -123,7 +124,7 @@ class PrivacyGate:
         """The mean update to apply: plain Σ/weight, or under central DP the noised Σ over q·N."""
         central = self.config.privacy.central
         if central is None:
-            return None if weight <= 0 else {k: (v / weight).astype(np.float32) for k, v in total.items()}
+            return mean_of(total, weight)
         rng = numpy_stream(self.config.seed, SERVER, round_index, f"central-noise/{preset}")
         expected = self.config.sample_rate() * self.config.clients.num
         noised = central_dp_average({k: v.astype(np.float64) for k, v in total.items()}, self.central_sigma,

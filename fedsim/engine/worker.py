@@ -17,9 +17,8 @@ from fedsim.algorithms.base import POOLED_CLIENT, ClientContext, ClientOutcome, 
 from fedsim.comm import SERVER, Message
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
+from fedsim.engine.aggregation import SecureAggregationClient, client_layers
 from fedsim.engine.progress import NoProgress, Progress
-from fedsim.engine.secure_sum import ClientSide, secagg_config
-from fedsim.privacy.central import clip_update
 from fedsim.results import atomic_write
 from fedsim.rng import seed_torch_global, stream_seed
 
@@ -95,9 +94,8 @@ class WorkerRuntime:
         self.store = ClientStateStore(state_dir, committed_round)
         self.models: dict[str, tuple[Any, Any]] = {}
         self.initial: dict[str, Any] = {}
-        secure = config.secagg.mode != "off" and self.algorithm.summed_kind is not None
-        self.secagg = secagg_config(config.secagg) if secure else None
-        self.secure_side = ClientSide()
+        self.layers = client_layers(config, self.algorithm)  # central-DP clipping, secure aggregation
+        self.secure = next((layer for layer in self.layers if isinstance(layer, SecureAggregationClient)), None)
 
     def _model(self, preset: str) -> tuple[Any, Any]:
         """The worker's base model for a preset with LoRA attached (built once, seeded)."""
@@ -130,10 +128,12 @@ class WorkerRuntime:
     def run_clients(self, tasks: list[ClientTask], globals_by_preset: dict[str, Any]) -> list[ClientOutcome]:
         """Run the algorithm's client step for each task, in order; keep changed client state.
 
-        Under secure aggregation a client's summed update stays here: the outcome carries only what
-        the protocol lets leave the client (public keys, or in cost mode the quantised vector).
+        Each outcome then passes through the client-side aggregation layers: under secure aggregation a
+        client's summed update stays here, and the outcome carries only what the protocol lets leave
+        the client (public keys, or in cost mode the quantised vector).
         """
-        self.secure_side.clear()
+        if self.secure is not None:
+            self.secure.side.clear()
         self.progress.expect("clients", len(tasks))
         outcomes = []
         for task in tasks:
@@ -151,32 +151,17 @@ class WorkerRuntime:
             outcome = self.algorithm.client_step(ctx)
             if outcome.state_changed:
                 self.store.put(task.client, task.round_index, state)
-            if self.config.privacy.central is not None:
-                self._clip_for_central_dp(outcome)
-            if self.secagg is not None:
-                self._hold_update(task, outcome)
+            for layer in self.layers:
+                layer.process(task.round_index, outcome)
             outcomes.append(outcome)
             self.progress.advance("clients")
         return outcomes
 
-    def _clip_for_central_dp(self, outcome: ClientOutcome) -> None:
-        """Clip the summed update to the central-DP norm and give it weight 1 (sensitivity C)."""
-        kind = self.algorithm.summed_kind
-        clip = self.config.privacy.central.clip_norm
-        outcome.messages = [Message(m.kind, m.sender, m.receiver, clip_update(m.payload, clip)[0])
-                            if m.kind == kind else m for m in outcome.messages]
-        outcome.num_samples = 1
-
-    def _hold_update(self, task: ClientTask, outcome: ClientOutcome) -> None:
-        kind = self.algorithm.summed_kind
-        update = next(m.payload for m in outcome.messages if m.kind == kind)
-        outcome.messages = [m for m in outcome.messages if m.kind != kind]
-        outcome.secagg = self.secure_side.hold(task.client, task.round_index, update, outcome.num_samples,
-                                               self.secagg, self.config.seed)
-
     def secagg_stage(self, stage: str, inbox: dict[int, Any]) -> dict[int, Any]:
         """One secure-aggregation stage for this worker's clients."""
-        return self.secure_side.stage(stage, inbox)
+        if self.secure is None:
+            raise RuntimeError(f"secure aggregation stage {stage!r} reached a worker without secure aggregation")
+        return self.secure.side.stage(stage, inbox)
 
     def evaluate(self, preset: str, adapter: Any, shard: tuple[int, int]) -> dict[str, dict[str, list[int]]]:
         """Per decoding mode, correct and total counts per domain of one adapter on a slice of the test set."""

@@ -262,7 +262,7 @@ class RecordingExecutor(InProcessExecutor):
     def secagg_stage(self, stage, per_worker):
         if stage == "mask":
             for worker, inbox in per_worker.items():
-                side = self.workers[worker].secure_side
+                side = self.workers[worker].secure.side
                 for client in inbox:
                     update, weight = side.updates[client]
                     self.unmasked[client] = encoded(update, weight, side.clients[client].config, client,

@@ -3,7 +3,8 @@ import numpy as np
 
 from fedsim.config import validate
 from fedsim.data.federated import build_federated_data
-from fedsim.engine.coordinator import RoundEngine, client_accuracy
+from fedsim.engine.coordinator import RoundEngine
+from fedsim.engine.evaluation import client_accuracy
 from fedsim.engine.inprocess import InProcessExecutor
 from fedsim.engine.worker import ClientStateStore
 
@@ -82,10 +83,10 @@ def test_round_zero_scores_each_clients_starting_model(tmp_path):
     before training, has no bytes, and the first trained round follows it."""
     engine = local_engine(tmp_path)
     start = engine.evaluate_start()
-    per_client = engine._client_counts()
+    per_client = engine.evaluator.client_counts(engine.globals, engine.worker_of)
     expected = np.mean([client_accuracy(per_client[c]["answer"],
                                         dict(zip(engine.data.domains, engine.data.domain_weights[c].tolist())))
-                        for c in engine.eval_clients])
+                        for c in engine.evaluator.clients])
     assert start["round"] == 0 and start["accuracy"] == start["accuracy/answer"] == expected
     assert start["bytes_up_total"] == start["bytes_down_total"] == 0 and start["loss"] is None
     assert engine.completed == 0 and engine.evaluate_start() is None

@@ -1,4 +1,4 @@
-"""The client side of the server-LLM deployment: a Serve handle behind fedsim's LLMClient interface."""
+"""The Ray side of the server-LLM deployment: a Serve handle as fedsim's LLM endpoint (fedsim.algorithms.llm)."""
 from __future__ import annotations
 
 import time
@@ -37,19 +37,31 @@ class ServeLLMClient:
         self.backoff_s = backoff_s
         self.progress = progress or NoProgress()
 
-    def generate(self, prompts: list[str], params: dict[str, Any]) -> list[str]:
-        failures: list[str] = []
+    def complete(self, prompts: list[str], params: dict[str, Any]) -> list[Any]:
+        """The deployment's Completions for `prompts` (one request)."""
         self.progress.expect("llm prompts", len(prompts))
+        completions = self._call("complete", f"{len(prompts)} prompts", list(prompts), dict(params))
+        self.progress.advance("llm prompts", len(prompts))
+        return completions
+
+    def generate(self, prompts: list[str], params: dict[str, Any]) -> list[str]:
+        """The texts of `complete`."""
+        return [completion.text for completion in self.complete(prompts, params)]
+
+    def topk_logits(self, token_batches: list[list[int]], k: int) -> list[Any]:
+        """The deployment's TopKResults for the token sequences (one request)."""
+        return self._call("topk_logits", f"{len(token_batches)} sequences", token_batches, k)
+
+    def _call(self, method: str, what: str, *args: Any) -> Any:
+        failures: list[str] = []
         for attempt in range(self.retries + 1):
-            response = self.handle.generate.remote(list(prompts), dict(params))
+            response = getattr(self.handle, method).remote(*args)
             try:
-                replies = response.result(timeout_s=self.timeout_s)
-                self.progress.advance("llm prompts", len(prompts))
-                return replies
+                return response.result(timeout_s=self.timeout_s)
             except TRANSIENT_ERRORS as exc:
                 response.cancel()
                 failures.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
                 if attempt < self.retries and not isinstance(exc, TimeoutError):
                     time.sleep(self.backoff_s * 2 ** attempt)
-        raise LLMRequestError(f"the server LLM did not answer a request of {len(prompts)} prompts in "
+        raise LLMRequestError(f"the server LLM did not answer a {method} request of {what} in "
                               f"{len(failures)} attempts (timeout {self.timeout_s} s each): {'; '.join(failures)}")

@@ -29,6 +29,7 @@ class TaskConfig(_Section):
 
     source: Literal["builtin", "file"] = "builtin"
     path: str | None = None
+    public_path: str | None = Field(None, description="the server's public examples (file task; builtin: the public split)")
     train_per_client: int = Field(40, ge=1, description="mean examples per client (builtin)")
     size_skew: float | None = Field(None, gt=0, description="Dirichlet alpha of quantity skew; null = equal")
     domain_alpha: float | None = Field(None, gt=0, description="Dirichlet alpha over domains; null = IID")
@@ -41,6 +42,9 @@ class TaskConfig(_Section):
     def _check(self) -> "TaskConfig":
         if self.source == "file" and not self.path:
             raise ValueError("task.path is required when task.source is 'file'")
+        if self.source == "builtin" and self.public_path:
+            raise ValueError("task.public_path is for task.source 'file'; the builtin task has its public split "
+                             "(task.public_size)")
         if self.min_steps > self.max_steps:
             raise ValueError("task.min_steps must be <= task.max_steps")
         return self
@@ -197,6 +201,10 @@ class LLMSettings(_Section):
     num_gpus: float = Field(0.0, ge=0)
     request_timeout_s: float = Field(900.0, gt=0, description="a client's wait for one LLM request")
     request_retries: int = Field(2, ge=0, description="resends of a request that timed out or lost its replica")
+    time: Literal["declared", "measured"] = Field(
+        "declared", description="the LLM's time on a request in the virtual clock: tokens over tokens_per_s, "
+                                "or the measured wall time of the request")
+    tokens_per_s: float = Field(2000.0, gt=0, description="declared server throughput (prompt + generated tokens)")
 
 
 class FedCoTDecoderSettings(_Section):

@@ -84,6 +84,7 @@ class Completion:
     finish_reason: FinishReason
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    adapter_version: int = 0  # the version of the LoRA adapter the replica served it with
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ class FedAvgLora(Algorithm):
     summed_kind = "adapter_delta"
 
     def client_step(self, ctx: ClientContext) -> ClientOutcome:
-        received = {name: value.astype("float32") for name, value in ctx.download.payload.items()}
+        received = {name: value.astype("float32") for name, value in ctx.received("adapter").items()}
         adapter, stats = train_adapter(ctx, received)
         delta = {name: adapter[name] - received[name] for name in received}
         upload = Message("adapter_delta", ctx.client, SERVER, cast_for_wire(delta, self.config.comm.adapter_dtype))

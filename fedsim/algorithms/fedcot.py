@@ -55,7 +55,8 @@ import torch
 from dp_accounting.dp_event import NonPrivateDpEvent
 from dp_accounting.privacy_accountant import NeighboringRelation
 
-from fedsim.algorithms.base import Algorithm, ClientContext, ClientOutcome, LLMClient, PlannedRelease
+from fedsim.algorithms.base import Algorithm, ClientContext, ClientOutcome, PlannedRelease
+from fedsim.algorithms.llm import LLMEndpoint, MeteredLLM
 from fedsim.algorithms.fedcot_decoder import DECODER_KIND, LocalDecoder
 from fedsim.comm import SERVER, Message
 from fedsim.config import ExperimentConfig
@@ -240,7 +241,7 @@ def generation_params(config: ExperimentConfig) -> dict[str, Any]:
     return {"max_new_tokens": config.fedcot.max_new_tokens, "temperature": 0.0}
 
 
-def train_public_decoder(config: ExperimentConfig, teacher: TeacherSide, llm: LLMClient) -> LocalDecoder:
+def train_public_decoder(config: ExperimentConfig, teacher: TeacherSide, llm: MeteredLLM) -> LocalDecoder:
     """The server's decoder (module docstring): the first `fedcot.decoder.public_questions` public
     questions perturbed as the clients perturb theirs, the LLM's replies in one request, every
     weight of `fedcot.decoder.model` fine-tuned to write the gold rationales."""
@@ -256,8 +257,6 @@ def train_public_decoder(config: ExperimentConfig, teacher: TeacherSide, llm: LL
     rng = numpy_stream(config.seed, SERVER, 0, "fedcot-decoder-perturb")
     prompts, _ = perturbed_prompts(teacher, config.fedcot, public, rng)
     replies = llm.generate(prompts, generation_params(config))
-    if len(replies) != len(prompts):
-        raise RuntimeError(f"the LLM answered {len(replies)} of {len(prompts)} prompts")
     base = load_decoder_base(settings.model, stream_seed(config.seed, SERVER, 0, "fedcot-decoder-init"))
     return train_decoder(base, public, [question_body(example) for example in public], replies, settings.steps,
                          settings.batch_size, settings.lr, settings.max_len,
@@ -313,10 +312,12 @@ class FedCoT(Algorithm):
             self._teacher = TeacherSide(self.config)
         return self._teacher
 
-    def decoder(self, llm: LLMClient) -> tuple[LocalDecoder, dict[str, Any]]:
-        """The server's decoder and its wire payload, trained on first use (see the module docstring)."""
+    def decoder(self, endpoint: LLMEndpoint) -> tuple[LocalDecoder, dict[str, Any]]:
+        """The server's decoder and its wire payload, trained on first use (see the module docstring);
+        its LLM requests are the server's own: timed, not communication."""
         if self._decoder is None:
-            decoder = train_public_decoder(self.config, self.teacher(), llm)
+            server_llm = MeteredLLM(endpoint, SERVER, self.config.llm)
+            decoder = train_public_decoder(self.config, self.teacher(), server_llm)
             self._decoder = decoder, decoder.payload()
         return self._decoder
 
@@ -327,13 +328,11 @@ class FedCoT(Algorithm):
         settings = self.config.fedcot
         if ctx.llm is None:
             raise FedCoTConfigError("fedcot clients need the server LLM, but the worker has no LLM client")
-        decoder = self.decoder(ctx.llm) if settings.recover == "decoder" else None
+        decoder = self.decoder(ctx.llm.endpoint) if settings.recover == "decoder" else None
         rng = numpy_stream(self.config.seed, ctx.client, ctx.round_index, "fedcot-perturb")
         prompts, metrics = perturbed_prompts(self.teacher(), settings, ctx.examples, rng)
-        replies = ctx.llm.generate(prompts, generation_params(self.config))
-        if len(replies) != len(prompts):
-            raise RuntimeError(f"the LLM answered {len(replies)} of {len(prompts)} prompts")
-        messages = [Message("prompts", ctx.client, SERVER, prompts), Message("rationales", SERVER, ctx.client, replies)]
+        replies = ctx.llm.generate(prompts, generation_params(self.config), "prompts", "rationales")  # counted there
+        messages: list[Message] = []
         received = [parse_output(reply) for reply in replies]
         targets = received
         if settings.recover == "oracle":

@@ -29,7 +29,7 @@ class FedAvgVector(Algorithm):
         return {"w": np.zeros(self.config.synthetic.vector_size, dtype=np.float32)}
 
     def client_step(self, ctx: ClientContext) -> ClientOutcome:
-        received = ctx.download.payload["w"]
+        received = ctx.received("adapter")["w"]
         rng = numpy_stream(self.config.seed, ctx.client, ctx.round_index, "work")
         local = received.copy()
         local += rng.standard_normal(local.shape[0], dtype=np.float32) * np.float32(0.01)

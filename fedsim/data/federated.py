@@ -5,6 +5,7 @@ a few arrays, not 10,000 data sets. File data are loaded once and partitioned by
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,10 @@ class FederatedData:
                 weights, self.min_steps, self.max_steps)
         return self._cache[client]
 
+    def for_workers(self) -> "FederatedData":
+        """What the workers need: everything but the server's public examples."""
+        return dataclasses.replace(self, public=[], _cache={})
+
     def pooled_examples(self) -> list[Example]:
         """Every client's examples together (the centralized upper bound)."""
         return [example for client in range(self.num_clients) for example in self.client_examples(client)]
@@ -93,5 +98,6 @@ def build_federated_data(config: ExperimentConfig) -> FederatedData:
     else:
         parts = partition_iid(len(train), n, rng)
     sizes = np.array([len(part) for part in parts], dtype=np.int64)
+    public = load_examples(task.public_path) if task.public_path else []
     return FederatedData(config.seed, task.min_steps, task.max_steps, domains,
-                         _domain_mixture(train, parts, domains), sizes, test, [], train, parts)
+                         _domain_mixture(train, parts, domains), sizes, test, public, train, parts)

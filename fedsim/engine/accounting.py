@@ -18,11 +18,13 @@ class RoundAccounting:
         self.bytes = ByteLedger()
         self.clock = VirtualClock()
 
-    def account(self, round_index: int, messages: list[Message], outcomes: list[ClientOutcome]) -> float:
+    def account(self, round_index: int, messages: list[Message], outcomes: list[ClientOutcome],
+                server_seconds: float = 0.0) -> float:
         """Count every message's bytes; advance the clock by the round's duration and return it.
 
-        A client's time is its compute plus its own bytes over its bandwidth; the round lasts as long
-        as its slowest client.
+        A client's time is its compute, the server LLM's time on its requests, and its own bytes over
+        its bandwidth; the round lasts as long as its slowest client, then `server_seconds` (the
+        server step).
         """
         up: dict[int, int] = {}
         down: dict[int, int] = {}
@@ -40,8 +42,9 @@ class RoundAccounting:
                 compute, transfer = self.profiles.completion_time(outcome.client, outcome.samples_processed,
                                                                   down.get(outcome.client, 0),
                                                                   up.get(outcome.client, 0))
-                seconds = compute + transfer
+                seconds = compute + transfer + outcome.llm_seconds
             duration = max(duration, seconds)
+        duration += server_seconds
         self.clock.advance(duration)
         return duration
 

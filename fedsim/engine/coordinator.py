@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedsim.algorithms import make_algorithm
-from fedsim.algorithms.base import ClientOutcome
+from fedsim.algorithms.base import Algorithm, ClientOutcome, ServerContext
+from fedsim.algorithms.llm import LLMEndpoint, MeteredLLM
 from fedsim.algorithms.fedavg import cast_for_wire
 from fedsim.clock import ClientProfiles
 from fedsim.comm import SERVER, Message
@@ -53,7 +54,8 @@ class RoundEngine:
     """Runs one algorithm's rounds over a federation and keeps every number it reports."""
 
     def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
-                 executor: Executor, run_dir: str | None) -> None:
+                 executor: Executor, run_dir: str | None, llm: LLMEndpoint | None = None,
+                 trainer: Any = None) -> None:
         self.config = config
         self.algorithm = make_algorithm(algorithm_name, config)
         self.data = data
@@ -70,6 +72,10 @@ class RoundEngine:
         self.evaluator = Evaluator(config, self.algorithm, data, profiles, executor)
         presets = sorted(set(profiles.presets)) if not self.algorithm.pooled else [profiles.presets[0]]
         self.globals: dict[str, Any] = {preset: executor.initial_payload(preset) for preset in presets}
+        self.server_llm = MeteredLLM(llm, SERVER, config.llm) if llm is not None else None
+        self.trainer = trainer
+        self.server_state = self.algorithm.initial_server_state()
+        self.has_server_step = type(self.algorithm).server_step is not Algorithm.server_step
 
     @property
     def done(self) -> bool:
@@ -89,12 +95,14 @@ class RoundEngine:
         cohort = self._select(round_index, wire)
         downloads = self._downloads(cohort, wire)
         outcomes = self.executor.run_clients(self._tasks(round_index, cohort, downloads), self.globals)
-        messages = list(downloads.values()) + [m for outcome in outcomes for m in outcome.messages]
+        messages = [m for sent in downloads.values() for m in sent] + [m for o in outcomes for m in o.messages]
         aggregated = self.aggregation.run(round_index, self.globals, cohort.presets, outcomes, messages)
         self.globals = aggregated.globals
-        sim_round_s = self.accounting.account(round_index, messages, outcomes)
+        server_fields = self._server_step(round_index, outcomes, messages)
+        sim_round_s = self.accounting.account(round_index, messages, outcomes, server_fields.get("server_step_s", 0.0))
         self.completed += 1
         row = self._row(round_index, cohort, outcomes, sim_round_s)
+        row.update(server_fields)
         row.update({"secagg": self.config.secagg.mode if self.aggregation.secagg else "off",
                     "clients_dropped": len(aggregated.dropped), "secagg_aborted": aggregated.aborted,
                     "clients_refused": len(cohort.refused)})
@@ -118,18 +126,31 @@ class RoundEngine:
             return self.cohorts.pooled(next(iter(self.globals)))
         return self.cohorts.select(round_index, wire)
 
-    def _downloads(self, cohort: Cohort, wire: dict[str, Any]) -> dict[int, Message]:
-        """The message each selected client receives (none when the algorithm sends nothing)."""
-        kind = self.algorithm.download_kind()
-        if kind is None:
-            return {}
-        return {c: Message(kind, SERVER, c, wire[cohort.presets[c]]) for c in cohort.selected}
+    def _downloads(self, cohort: Cohort, wire: dict[str, Any]) -> dict[int, list[Message]]:
+        """The messages each selected client receives."""
+        return {c: self.algorithm.downloads(c, cohort.presets[c], wire, self.server_state) for c in cohort.selected}
 
-    def _tasks(self, round_index: int, cohort: Cohort, downloads: dict[int, Message]) -> dict[int, list[ClientTask]]:
-        return {w: [ClientTask(c, round_index, cohort.presets[c], downloads.get(c),
+    def _tasks(self, round_index: int, cohort: Cohort,
+               downloads: dict[int, list[Message]]) -> dict[int, list[ClientTask]]:
+        return {w: [ClientTask(c, round_index, cohort.presets[c], downloads.get(c, []),
                                self.privacy.dp_sgd_sigma(c) if not self.algorithm.pooled else None)
                     for c in clients]
                 for w, clients in cohort.per_worker.items()}
+
+    def _server_step(self, round_index: int, outcomes: list[ClientOutcome], messages: list[Message]) -> dict[str, Any]:
+        """Run the algorithm's server step (when it has one); its messages to clients join `messages`.
+
+        Returns the row fields it adds: its metrics and `server_step_s`, its measured wall time, which
+        also enters the virtual clock (the next round starts after the server is done)."""
+        if not self.has_server_step:
+            return {}
+        started = time.perf_counter()
+        ctx = ServerContext(round_index, self.config, self.globals, self.data.public, self.server_state, outcomes,
+                            self.server_llm, self.trainer)
+        self.algorithm.server_step(ctx)
+        self.globals, self.server_state = ctx.globals, ctx.state
+        messages += ctx.sends
+        return {**ctx.metrics, "server_step_s": time.perf_counter() - started}
 
     def _stage_call(self, stage: str, inbox: dict[int, Any]) -> dict[int, Any]:
         """One secure-aggregation stage, sent to each client's worker."""
@@ -196,9 +217,11 @@ class RoundEngine:
         """Write the engine's state after a completed round (atomically)."""
         if self.run_dir is None:
             return
-        save_checkpoint(self.run_dir, {"completed": self.completed, "globals": self.globals, "rows": self.rows,
-                                       "worker_of": self.worker_of, "ledger": self.privacy.ledger.to_dict(),
-                                       **self.accounting.state()})
+        state = {"completed": self.completed, "globals": self.globals, "rows": self.rows, "worker_of": self.worker_of,
+                 "ledger": self.privacy.ledger.to_dict(), "server_state": self.server_state, **self.accounting.state()}
+        if self.trainer is not None:
+            state["trainer"] = self.trainer.state_dict()
+        save_checkpoint(self.run_dir, state)
 
     def restore(self) -> bool:
         """Continue this run folder from its last checkpoint, if it has one; returns whether it had.
@@ -214,6 +237,9 @@ class RoundEngine:
         self.globals = state["globals"]
         self.rows = state["rows"]
         self.accounting.load_state(state)
+        self.server_state = state["server_state"]
+        if self.trainer is not None:
+            self.trainer.load_state_dict(state["trainer"])  # adapters, optimizer moments, RNG; republishes
         self.privacy.ledger = PrivacyLedger.from_dict(state["ledger"])
         self.cohorts.worker_of = {c: w % self.executor.num_workers for c, w in state["worker_of"].items()}
         write_outputs(self.run_dir, self.rows, self.privacy.ledger if self.privacy.active else None)

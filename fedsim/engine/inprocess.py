@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsim.algorithms.base import ClientOutcome, LLMClient
+from fedsim.algorithms.base import ClientOutcome
+from fedsim.algorithms.llm import LLMEndpoint
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
 from fedsim.engine.worker import ClientTask, WorkerRuntime
@@ -17,7 +18,7 @@ class InProcessExecutor:
 
     def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
                  run_dir: str | None, num_workers: int = 1, committed_round: int = 0,
-                 llm: LLMClient | None = None) -> None:
+                 llm: LLMEndpoint | None = None) -> None:
         self.workers = [WorkerRuntime(config, algorithm_name, data, run_dir, committed_round, llm)
                         for _ in range(num_workers)]
         self.num_workers = num_workers

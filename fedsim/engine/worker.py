@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from fedsim.algorithms import make_algorithm
-from fedsim.algorithms.base import POOLED_CLIENT, ClientContext, ClientOutcome, LLMClient
+from fedsim.algorithms.base import POOLED_CLIENT, ClientContext, ClientOutcome
+from fedsim.algorithms.llm import LLMEndpoint, MeteredLLM
 from fedsim.comm import SERVER, Message
 from fedsim.config import ExperimentConfig
 from fedsim.data.federated import FederatedData
@@ -32,7 +33,7 @@ class ClientTask:
     client: int
     round_index: int
     preset: str
-    download: Message | None
+    downloads: list[Message]
     dp_noise_multiplier: float | None = None
 
 
@@ -82,7 +83,7 @@ class WorkerRuntime:
     """Runs client steps and evaluations for the clients assigned to one worker."""
 
     def __init__(self, config: ExperimentConfig, algorithm_name: str, data: FederatedData,
-                 run_dir: str | None, committed_round: int = 0, llm: LLMClient | None = None,
+                 run_dir: str | None, committed_round: int = 0, llm: LLMEndpoint | None = None,
                  progress: Progress | None = None) -> None:
         torch.set_num_threads(max(1, int(config.engine.num_cpus_per_worker)))  # the CPUs it was given
         self.progress = progress or NoProgress()
@@ -145,10 +146,14 @@ class WorkerRuntime:
             else:
                 examples = []
             state = self.store.get(task.client) if self.algorithm.keeps_client_state else {}
-            ctx = ClientContext(task.client, task.round_index, self.config, task.preset, examples, task.download,
+            llm = MeteredLLM(self.llm, task.client, self.config.llm) if self.llm is not None else None
+            ctx = ClientContext(task.client, task.round_index, self.config, task.preset, examples, task.downloads,
                                 state, globals_by_preset.get(task.preset), model, tokenizer,
-                                task.dp_noise_multiplier, self.llm)
+                                task.dp_noise_multiplier, llm)
             outcome = self.algorithm.client_step(ctx)
+            if llm is not None:  # the client's LLM traffic, as the metered client made it
+                llm_messages, outcome.llm_seconds = llm.take()
+                outcome.messages = llm_messages + outcome.messages
             if outcome.state_changed:
                 self.store.put(task.client, task.round_index, state)
             for layer in self.layers:

@@ -20,6 +20,7 @@ class TopKResult:
 
     ids: np.ndarray
     values: np.ndarray
+    adapter_version: int = 0  # the version of the served LoRA adapter that computed them (not payload)
 
     def __post_init__(self) -> None:
         if self.ids.dtype != np.int32 or self.values.dtype != np.float16:

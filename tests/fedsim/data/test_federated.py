@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fedsim.config import validate
+from fedsim.config import ConfigError, validate
 from fedsim.data.federated import build_federated_data
 from fedsim.data.loaders import save_examples
 from fedsim.data.task import generate_examples
@@ -64,3 +64,20 @@ def test_too_small_file_is_an_error(tmp_path):
                        "task": {"source": "file", "path": str(path), "test_size": 4}})
     with pytest.raises(ValueError, match="too few"):
         build_federated_data(config)
+
+
+def test_a_file_task_reads_the_servers_public_examples_which_stay_off_the_workers(tmp_path):
+    path, public_path = tmp_path / "train.jsonl", tmp_path / "public.jsonl"
+    save_examples(generate_examples(60, seed=1), path)
+    save_examples(generate_examples(7, seed=2, split="public"), public_path)
+    config = validate({"clients": {"num": 4, "per_round": 2},
+                       "task": {"source": "file", "path": str(path), "public_path": str(public_path), "test_size": 10}})
+    data = build_federated_data(config)
+    assert [e.question for e in data.public] == [e.question for e in generate_examples(7, seed=2, split="public")]
+    workers = data.for_workers()
+    assert workers.public == [] and workers.client_examples(0) == data.client_examples(0)
+
+
+def test_public_path_is_refused_for_the_builtin_task():
+    with pytest.raises(ConfigError, match="task.public_path is for task.source 'file'"):
+        validate({"task": {"public_path": "public.jsonl"}})

@@ -6,7 +6,8 @@ A preset is trained from scratch, all of its weights, in two stages:
    1 + 4 = 9", one direction per chain as in the task), the step results as the only targets.
 2. Questions: public questions with their gold rationales in the rationale prompt format of
    fedsim.data.prompts ("Question: ...\\nRationale:" -> " steps #### answer"), with a quarter as
-   many arithmetic chains mixed in so that the first stage is not forgotten.
+   many arithmetic chains mixed in so that the first stage is not forgotten. `domains` restricts
+   these questions to some domains (a server LLM that the clients' other domains can teach).
 
 Without the first stage a tiny model spends its budget learning the addition table from the word
 problems (llama-0.3m, 1500 question steps x 32 from scratch: every step result stays at chance);
@@ -15,9 +16,9 @@ reach 13% (a weak base that the clients' data can improve). Each stage uses Adam
 warm-up and cosine decay.
 
 The model is saved as a Hugging Face directory with a `pretrain.json` report (exact match on the
-test split in both decoding modes; the model is not trained to answer directly, so answer-only is
-for reference). The directory appears complete or not at all, and one holding a complete model is
-reused as it is unless `force` is given.
+test split, all four domains, in both decoding modes and per domain with rationales; the model is
+not trained to answer directly, so answer-only is for reference). The directory appears complete
+or not at all, and one holding a complete model is reused as it is unless `force` is given.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ from fedsim.errors import FedsimError
 
 if TYPE_CHECKING:  # torch is imported where it is used, so `fedsim --help` stays quick
     import torch
+
+    from fedsim.data.task import Example
 
 REPORT_FILE = "pretrain.json"
 ARITHMETIC_BATCH_SIZE = 128
@@ -60,9 +63,11 @@ class PretrainSettings:
     batch_size: int = 32
     lr: float = 3e-3
     test_size: int = 200
+    domains: tuple[str, ...] | None = None  # domains of the question stage (None: all)
 
     def check(self) -> None:
         """Raise PretrainError naming the first setting that is not allowed."""
+        from fedsim.data.task import DOMAINS
         from fedsim.models.presets import PRESETS
 
         if self.preset not in PRESETS:
@@ -77,6 +82,12 @@ class PretrainSettings:
             raise PretrainError("pretrain needs at least one step (arithmetic_steps + steps >= 1)")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise PretrainError(f"pretrain lr must be a number > 0, got {self.lr!r}")
+        if self.domains is not None:
+            unknown = [name for name in self.domains if name not in DOMAINS]
+            if not self.domains or unknown or len(set(self.domains)) < len(self.domains):
+                problem = f"unknown domain(s) {unknown}" if unknown else f"got {list(self.domains)}"
+                raise PretrainError(f"pretrain domains must be distinct known domains, at least one, "
+                                    f"{problem}; known: {list(DOMAINS)}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,7 @@ class PretrainReport:
     final_loss: float
     accuracy_rationale: float  # writes its steps, then the answer ("Rationale:" prompt)
     accuracy_answer: float     # answers directly ("Answer:" prompt; not trained for it)
+    accuracy_by_domain: dict[str, float] = field(default_factory=dict)  # rationale-then-answer, per domain
 
     def summary(self) -> str:
         """One line for the terminal."""
@@ -96,20 +108,28 @@ class PretrainReport:
         stages = f"{s.arithmetic_steps} arithmetic steps x {ARITHMETIC_BATCH_SIZE}"
         if s.steps:
             stages += f" + {s.steps} question steps x {s.batch_size} on {s.public_size} public questions"
+            if s.domains is not None:
+                stages += f" of {', '.join(s.domains)}"
+        by_domain = ", ".join(f"{name} {100 * value:.1f}%" for name, value in self.accuracy_by_domain.items())
         return (f"{s.preset} ({self.num_parameters / 1e6:.2f}M parameters), {stages} in "
                 f"{self.train_seconds / 60:.1f} min; exact match on {s.test_size} test questions: "
-                f"rationale-then-answer {100 * self.accuracy_rationale:.1f}%, answer-only "
-                f"{100 * self.accuracy_answer:.1f}% (not trained to answer directly)")
+                f"rationale-then-answer {100 * self.accuracy_rationale:.1f}%"
+                + (f" ({by_domain})" if by_domain else "")
+                + f", answer-only {100 * self.accuracy_answer:.1f}% (not trained to answer directly)")
 
 
 def load_report(out_dir: str | Path) -> PretrainReport | None:
-    """The report of a complete pretrained model in `out_dir`, or None when there is none."""
+    """The report of a complete pretrained model in `out_dir`, or None when there is none (reports
+    written before `domains` and `accuracy_by_domain` existed load with their defaults)."""
     path = Path(out_dir) / REPORT_FILE
     if not path.is_file():
         return None
     try:
         saved = json.loads(path.read_text())
-        return PretrainReport(**(saved | {"settings": PretrainSettings(**saved["settings"])}))
+        settings = saved["settings"]
+        if settings.get("domains") is not None:
+            settings = settings | {"domains": tuple(settings["domains"])}
+        return PretrainReport(**(saved | {"settings": PretrainSettings(**settings)}))
     except (json.JSONDecodeError, TypeError, KeyError) as error:
         raise PretrainError(f"{path}: not a pretraining report ({error}); train again with --force") from None
 
@@ -140,6 +160,16 @@ def arithmetic_chains(tokenizer: Any, n: int, seed: int) -> dict[str, torch.Tens
     after_equals[:, 1:] = encoded["input_ids"][:, :-1] == equals[0]
     encoded["labels"][after_equals] = encoded["input_ids"][after_equals]
     return encoded
+
+
+def stage_two_questions(settings: PretrainSettings) -> list[Example]:
+    """The public questions (with gold rationales) of the question stage: `settings.public_size`
+    of them, of `settings.domains` only when it is given."""
+    from fedsim.data.task import generate_examples
+
+    weights = None if settings.domains is None else dict.fromkeys(settings.domains, 1.0)
+    return generate_examples(settings.public_size, settings.seed, "public", weights, TRAIN_MIN_STEPS,
+                             TRAIN_MAX_STEPS)
 
 
 def _stacked(parts: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -195,7 +225,7 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings, threads: int | Non
     import torch
 
     from fedsim.config import TaskConfig
-    from fedsim.data.task import generate_examples
+    from fedsim.data.task import DOMAINS, generate_examples
     from fedsim.models.presets import build_model, num_parameters, save_pretrained
     from fedsim.models.tokenizer import builtin_tokenizer
     from fedsim.train.batching import encode_for_training
@@ -218,22 +248,24 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings, threads: int | Non
             final_loss = _train_stage(model, chains, s.arithmetic_steps, ARITHMETIC_BATCH_SIZE, s.lr, generator,
                                       bar)
     if s.steps:
-        public = generate_examples(s.public_size, s.seed, "public", None, TRAIN_MIN_STEPS, TRAIN_MAX_STEPS)
         replay = {key: value[: max(1, s.public_size // 4)] for key, value in chains.items()}
-        questions = encode_for_training(tokenizer, public, "rationale", MAX_LEN)
+        questions = encode_for_training(tokenizer, stage_two_questions(s), "rationale", MAX_LEN)
         with tqdm(total=s.steps, desc=f"{s.preset} questions", disable=not progress, dynamic_ncols=True) as bar:
             final_loss = _train_stage(model, _stacked([questions, replay], tokenizer.pad_token_id), s.steps,
                                       s.batch_size, s.lr, generator, bar)
     train_seconds = time.perf_counter() - started
     task = TaskConfig()
     test = generate_examples(s.test_size, s.seed, "test", None, task.min_steps, task.max_steps)
+    by_domain = {name: [example for example in test if example.domain == name] for name in DOMAINS}
     with tqdm(total=2 * len(test), desc=f"{s.preset} evaluation", disable=not progress, dynamic_ncols=True) as bar:
-        accuracy = {mode: exact_match(model, tokenizer, test, mode, on_batch=bar.update)
-                    for mode in ("rationale", "answer")}
+        accuracy_by_domain = {name: exact_match(model, tokenizer, examples, "rationale", on_batch=bar.update)
+                              for name, examples in by_domain.items() if examples}
+        accuracy_answer = exact_match(model, tokenizer, test, "answer", on_batch=bar.update)
+    accuracy_rationale = sum(value * len(by_domain[name]) for name, value in accuracy_by_domain.items()) / len(test)
 
     target = Path(out_dir)
-    report = PretrainReport(s, num_parameters(model), train_seconds, final_loss,
-                            accuracy["rationale"], accuracy["answer"])
+    report = PretrainReport(s, num_parameters(model), train_seconds, final_loss, accuracy_rationale,
+                            accuracy_answer, accuracy_by_domain)
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     save_pretrained(model, tokenizer, staging)

@@ -4,7 +4,8 @@
 public questions with gold rationales) and saves it as a local Hugging Face model in runs/teacher,
 with its accuracy in `pretrain.json`; `llm.model` of a FedCoT experiment points at it. A saved
 teacher is reused unless --force is given. `fedsim pretrain` exposes the same training for any
-preset and output directory (the clients' pretrained bases are built with it).
+preset and output directory (the clients' pretrained bases are built with it). `--domains` limits
+the question stage to some domains, for a server LLM that knows only those.
 """
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ def _pretrain_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _domain_list(text: str) -> tuple[str, ...]:
+    """`--domains shopping,travel` as a tuple (PretrainSettings.check names unknown ones)."""
+    return tuple(name.strip() for name in text.split(","))
+
+
 def _add_settings_arguments(parser: argparse.ArgumentParser, defaults: PretrainSettings, out: str | None) -> None:
     if out is None:
         parser.add_argument("--out", required=True, help="model directory to write")
@@ -40,11 +46,14 @@ def _add_settings_arguments(parser: argparse.ArgumentParser, defaults: PretrainS
     helps = {"preset": "model preset", "arithmetic_steps": "steps of the ring-arithmetic stage",
              "steps": "steps on public questions with rationales", "seed": "seed of weights, data and batches",
              "public_size": "public questions to train on", "batch_size": "questions per step",
-             "lr": "peak learning rate", "test_size": "test questions the report scores"}
+             "lr": "peak learning rate", "test_size": "test questions the report scores",
+             "domains": "comma-separated domains of the question stage"}
     for field in fields(PretrainSettings):
         default = getattr(defaults, field.name)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=default,
-                            help=f"{helps[field.name]} (default {default})")
+        kind = _domain_list if field.name == "domains" else type(default)
+        shown = "all" if default is None else default
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=default,
+                            help=f"{helps[field.name]} (default {shown})")
     parser.add_argument("--force", action="store_true", help="train again even if --out holds a model")
     parser.add_argument("--threads", type=int, default=available_cpus(),
                         help=f"torch threads to train with (default {available_cpus()}: every core this process may use)")

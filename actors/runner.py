@@ -14,6 +14,7 @@ from tqdm import tqdm
 from actors.client_worker import ClientWorker
 from actors.coordinator import Coordinator
 from actors.progress import ProgressBoard, StageBars, wait_showing
+from actors.server_trainer import start_server_trainer
 from fedsim.algorithms import make_algorithm
 from fedsim.config import ConfigError, ExperimentConfig, dump_config, load_config
 from fedsim.data.federated import FederatedData
@@ -81,8 +82,9 @@ def _committed_round(algorithm_dir: Path) -> int:
         return pickle.load(handle)["completed"]
 
 
-def start_llm(config: ExperimentConfig) -> Any:
-    """Start the server-LLM deployment described by config.llm; returns its handle."""
+def start_llm(config: ExperimentConfig, trainable: bool = False) -> Any:
+    """Start the server-LLM deployment described by config.llm; returns its handle. When the server
+    trains the LLM (`trainable`), it is served with the LoRA of `server.lora`, which the trainer publishes."""
     from serve.app import start_llm_deployment
     from serve.settings import ServeSettings
 
@@ -92,6 +94,8 @@ def start_llm(config: ExperimentConfig) -> Any:
         if not llm.model:
             raise ValueError("llm.model must name a local model directory (e.g. one made by `fedsim teacher train`)")
         options.setdefault("model_path", str(model_directory(llm.model)))  # a shipped base's name, or a path
+    if trainable:
+        options["lora"] = config.server.lora.model_dump()
     settings = ServeSettings(backend=llm.backend, backend_options=options, max_batch_size=llm.max_batch_size,
                              batch_wait_timeout_s=llm.batch_wait_timeout_s,
                              max_ongoing_requests=max(64, llm.max_batch_size), num_cpus=llm.num_cpus,
@@ -108,20 +112,29 @@ def _postfix(row: dict[str, Any]) -> dict[str, str]:
     return postfix
 
 
-def run_algorithm(config: ExperimentConfig, algorithm: str, data_ref: Any, run_dir: Path,
+def reserved_resources(config: ExperimentConfig, llm: bool, trainer: bool) -> tuple[float, float]:
+    """CPUs and GPUs held beside the worker pool: the LLM deployment's and the server trainer's."""
+    cpus = (config.llm.num_cpus if llm else 0.0) + (config.server.num_cpus if trainer else 0.0)
+    gpus = (config.llm.num_gpus if llm else 0.0) + (config.server.num_gpus if trainer else 0.0)
+    return cpus, gpus
+
+
+def run_algorithm(config: ExperimentConfig, algorithm: str, data_ref: Any, worker_data_ref: Any, run_dir: Path,
                   progress: bool = True, llm_handle: Any = None) -> dict[str, Any]:
-    """Run (or resume) one algorithm of the experiment; returns its summary."""
+    """Run (or resume) one algorithm of the experiment; returns its summary. The coordinator holds the
+    whole data (the server's public examples included); the workers hold everything but those."""
     algorithm_dir = run_dir / algorithm
     algorithm_dir.mkdir(exist_ok=True)
     committed = _committed_round(algorithm_dir)
-    reserved = (config.llm.num_cpus, config.llm.num_gpus) if llm_handle is not None else (0.0, 0.0)
-    size = pool_size(config, *reserved)
+    needs_trainer = make_algorithm(algorithm, config).needs_trainer
+    size = pool_size(config, *reserved_resources(config, llm_handle is not None, needs_trainer))
     options = {"num_cpus": config.engine.num_cpus_per_worker, "num_gpus": config.engine.num_gpus_per_worker}
     board = ProgressBoard.remote()
-    workers = [ClientWorker.options(**options).remote(config, algorithm, data_ref, str(algorithm_dir), committed,
-                                                      llm_handle, board)
+    workers = [ClientWorker.options(**options).remote(config, algorithm, worker_data_ref, str(algorithm_dir),
+                                                      committed, llm_handle, board)
                for _ in range(size)]
-    coordinator = Coordinator.remote(config, algorithm, data_ref, workers, str(algorithm_dir))
+    trainer = start_server_trainer(config, llm_handle) if needs_trainer else None
+    coordinator = Coordinator.remote(config, algorithm, data_ref, workers, str(algorithm_dir), llm_handle, trainer)
     stages = StageBars(enabled=progress)
     try:
         start = ray.get(coordinator.completed_rounds.remote())
@@ -139,6 +152,8 @@ def run_algorithm(config: ExperimentConfig, algorithm: str, data_ref: Any, run_d
     finally:
         for actor in [coordinator, *workers, board]:
             ray.kill(actor)
+        if trainer is not None:
+            trainer.kill()
     return finalize(algorithm_dir, rows, {"workers": size, "config": config.name})
 
 
@@ -146,9 +161,10 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, progre
     """Run every algorithm of an experiment into a run folder (new, or an existing one to resume)."""
     data = start_checked(config)
     run_dir = run_dir or new_run_dir(config)
-    data_ref = ray.put(data)
-    pending = [a for a in config.algorithms if not (run_dir / a / SUMMARY_JSON).is_file()]
-    llm_handle = start_llm(config) if any(make_algorithm(a, config).needs_llm for a in pending) else None
+    data_ref, worker_data_ref = ray.put(data), ray.put(data.for_workers())
+    pending = [make_algorithm(a, config) for a in config.algorithms if not (run_dir / a / SUMMARY_JSON).is_file()]
+    trainable = any(a.needs_trainer for a in pending)
+    llm_handle = start_llm(config, trainable) if any(a.needs_llm for a in pending) else None
     summaries = []
     try:
         for algorithm in config.algorithms:
@@ -156,7 +172,8 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, progre
             if summary_path.is_file():
                 summaries.append(json.loads(summary_path.read_text()))
                 continue
-            summaries.append(run_algorithm(config, algorithm, data_ref, run_dir, progress, llm_handle))
+            summaries.append(run_algorithm(config, algorithm, data_ref, worker_data_ref, run_dir, progress,
+                                           llm_handle))
     finally:
         if llm_handle is not None:
             from serve.app import stop_llm_deployment

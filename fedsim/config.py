@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedsim.errors import FedsimError
 
-ALGORITHMS = ("local", "fedavg_lora", "centralized", "fedavg_vector", "fedcot")  # see fedsim.algorithms.REGISTRY
+ALGORITHMS = ("local", "fedavg_lora", "centralized", "fedavg_vector", "fedcot", "fedcollm", "centralized_llm")  # see fedsim.algorithms.REGISTRY
 
 
 class ConfigError(FedsimError, ValueError):
@@ -33,6 +33,8 @@ class TaskConfig(_Section):
     train_per_client: int = Field(40, ge=1, description="mean examples per client (builtin)")
     size_skew: float | None = Field(None, gt=0, description="Dirichlet alpha of quantity skew; null = equal")
     domain_alpha: float | None = Field(None, gt=0, description="Dirichlet alpha over domains; null = IID")
+    client_domains: list[str] | None = Field(
+        None, description="builtin: the domains client data come from (null: all); test and public span all")
     test_size: int = Field(200, ge=1)
     public_size: int = Field(500, ge=0)
     min_steps: int = Field(2, ge=1, le=4)
@@ -42,6 +44,13 @@ class TaskConfig(_Section):
     def _check(self) -> "TaskConfig":
         if self.source == "file" and not self.path:
             raise ValueError("task.path is required when task.source is 'file'")
+        if self.client_domains is not None:
+            from fedsim.data.task import DOMAINS
+
+            unknown = sorted(set(self.client_domains) - set(DOMAINS))
+            if self.source != "builtin" or not self.client_domains or unknown:
+                raise ValueError(f"task.client_domains must be a non-empty list of the builtin task's domains "
+                                 f"{list(DOMAINS)} (got {self.client_domains}, source {self.source})")
         if self.source == "builtin" and self.public_path:
             raise ValueError("task.public_path is for task.source 'file'; the builtin task has its public split "
                              "(task.public_size)")
@@ -253,6 +262,33 @@ class FedCoTSettings(_Section):
         return value
 
 
+class ServerSettings(_Section):
+    """The server trainer: a trainable copy of the server LLM (llm.model) with a LoRA, and of each SLM
+    preset, for the algorithms whose server learns (fedcollm, centralized_llm)."""
+
+    num_cpus: float = Field(1.0, ge=0, description="CPUs of the ServerTrainer actor (fractions allowed)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs of the ServerTrainer actor (fractions allowed)")
+    engine: Literal["torch", "deepspeed"] = Field(
+        "torch", description="deepspeed: ZeRO stage 2 with optimizer offload (the deepspeed extra)")
+    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(1, ge=1, description="passes over the public examples per training call")
+    batch_size: int = Field(8, ge=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_len: int = Field(96, ge=8, description="tokens per public example")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="the LLM's LoRA (served and trained)")
+
+
+class FedCoLLMSettings(_Section):
+    """FedCoLLM (algorithms.md §3): secure FedAvg of the SLM LoRA, then mutual distillation between
+    the aggregated SLM and the LLM on the server's public examples."""
+
+    kd_lambda: float = Field(1.0, ge=0, description="weight of the KD term: L = L_LM + lambda T^2 KL")
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(16, ge=1, description="teacher logits kept per position")
+    server_epochs: int = Field(1, ge=1, description="passes over the public examples in each distillation")
+    public_per_round: int | None = Field(None, ge=1, description="public examples per round (null: all)")
+
+
 class EngineConfig(_Section):
     """The Ray worker pool."""
 
@@ -288,6 +324,8 @@ class ExperimentConfig(_Section):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     fedcot: FedCoTSettings = Field(default_factory=FedCoTSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    fedcollm: FedCoLLMSettings = Field(default_factory=FedCoLLMSettings)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     output_dir: str = "runs"
 
@@ -315,6 +353,26 @@ class ExperimentConfig(_Section):
             raise ValueError(f"fedcot.recover: decoder trains on fedcot.decoder.public_questions "
                              f"({fedcot.decoder.public_questions}) public questions, but task.public_size is "
                              f"{self.task.public_size}")
+        return self
+
+    @model_validator(mode="after")
+    def _server_learning_fits(self) -> "ExperimentConfig":
+        learning = [name for name in ("fedcollm", "centralized_llm") if name in self.algorithms]
+        if not learning:
+            return self
+        if self.llm.backend != "hf":
+            raise ValueError(f"{learning[0]} trains the server LLM and publishes its adapter to the deployment: "
+                             f"it needs llm.backend hf (got {self.llm.backend})")
+        if not self.llm.model:
+            raise ValueError(f"{learning[0]} needs llm.model: the server LLM's local directory or shipped base")
+        if "fedcollm" in self.algorithms:
+            if len(self.clients.presets) != 1:
+                raise ValueError("fedcollm averages one SLM architecture: clients.presets must name exactly one "
+                                 f"preset (got {sorted(self.clients.presets)})")
+            if self.task.source == "builtin" and self.task.public_size < 1:
+                raise ValueError("fedcollm distils on the server's public examples: task.public_size must be >= 1")
+            if self.task.source == "file" and not self.task.public_path:
+                raise ValueError("fedcollm distils on the server's public examples: give task.public_path")
         return self
 
     @model_validator(mode="after")

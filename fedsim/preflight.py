@@ -114,6 +114,9 @@ def fit_pool(config: ExperimentConfig, cpus: float, gpus: float) -> int:
 def check_pool(config: ExperimentConfig, cpus: float, gpus: float) -> None:
     """Raise ResourceError unless every algorithm's pool fits a cluster of `cpus` and `gpus`."""
     for name in config.algorithms:
-        needs_llm = make_algorithm(name, config).needs_llm
-        fit_pool(config, cpus - (config.llm.num_cpus if needs_llm else 0.0),
-                 gpus - (config.llm.num_gpus if needs_llm else 0.0))
+        algorithm = make_algorithm(name, config)
+        held_cpus = (config.llm.num_cpus if algorithm.needs_llm else 0.0) + \
+            (config.server.num_cpus if algorithm.needs_trainer else 0.0)
+        held_gpus = (config.llm.num_gpus if algorithm.needs_llm else 0.0) + \
+            (config.server.num_gpus if algorithm.needs_trainer else 0.0)
+        fit_pool(config, cpus - held_cpus, gpus - held_gpus)

@@ -14,7 +14,7 @@ class InProcessLLM:
     """An LLM endpoint over the project's Hugging Face backend, loaded in this process.
 
     `calls` holds every complete call as (prompts, replies), in order; `options` are the backend's
-    (e.g. {"lora": {...}} to serve a LoRA adapter that `set_adapter` replaces)."""
+    (e.g. {"lora": {...}} to serve a LoRA adapter that `publish` replaces)."""
 
     def __init__(self, model_dir: str | Path, max_batch_items: int = 64, options: dict[str, Any] | None = None) -> None:
         self.backend = HFBackend({"model_path": str(model_dir), "max_batch_items": max_batch_items, **(options or {})})
@@ -33,7 +33,8 @@ class InProcessLLM:
     def topk_logits(self, token_batches: list[list[int]], k: int) -> list[TopKResult]:
         return [replace(result, adapter_version=self.version) for result in self.backend.topk_logits(token_batches, k)]
 
-    def set_adapter(self, arrays: dict[str, Any], version: int) -> None:
-        """Serve `arrays` as adapter `version` from the next call on."""
+    def publish(self, arrays: dict[str, Any]) -> int:
+        """Serve `arrays` as the next adapter version from the next call on; returns that version."""
         self.backend.set_adapter(arrays)
-        self.version = version
+        self.version += 1
+        return self.version

@@ -11,6 +11,8 @@ REGISTRY: dict[str, str] = {
     "centralized": "fedsim.algorithms.centralized:Centralized",
     "fedavg_vector": "fedsim.algorithms.synthetic:FedAvgVector",
     "fedcot": "fedsim.algorithms.fedcot:FedCoT",
+    "fedcollm": "fedsim.algorithms.fedcollm:FedCoLLM",
+    "centralized_llm": "fedsim.algorithms.centralized_llm:CentralizedLLM",
 }
 
 

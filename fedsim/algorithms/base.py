@@ -137,6 +137,13 @@ class Algorithm(ABC):
         """The new global payload given the clients' mean update (None: nobody reported)."""
         return apply_update(global_payload, mean)
 
+    def prepare_trainer(self, trainer: Any) -> None:
+        """Load the models the server step trains onto the server trainer (algorithms with needs_trainer)."""
+
+    def evaluate_server(self, trainer: Any, test: list) -> dict[str, float]:
+        """Row fields scoring the server's own models on the test split (e.g. the LLM's accuracy)."""
+        return {}
+
     def initial_server_state(self) -> dict[str, Any]:
         """The server state before the first round (see ServerContext.state)."""
         return {}

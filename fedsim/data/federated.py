@@ -79,7 +79,12 @@ def build_federated_data(config: ExperimentConfig) -> FederatedData:
                                  None, task.min_steps, task.max_steps)
         public = generate_examples(task.public_size, stream_seed(config.seed, SERVER, 0, "public"), "public",
                                    None, task.min_steps, task.max_steps)
-        weights = client_domain_weights(n, task.domain_alpha, rng).astype(np.float32)
+        weights = client_domain_weights(n, task.domain_alpha, rng)
+        if task.client_domains is not None:  # the clients hold only these domains
+            weights = weights * np.array([domain in task.client_domains for domain in DOMAINS], dtype=np.float64)
+            weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+            weights[weights.sum(axis=1) == 0] = np.isin(DOMAINS, task.client_domains) / len(task.client_domains)
+        weights = weights.astype(np.float32)
         sizes = client_sizes(n, task.train_per_client, task.size_skew, rng)
         return FederatedData(config.seed, task.min_steps, task.max_steps, DOMAINS, weights, sizes, test, public)
     examples = load_examples(task.path)

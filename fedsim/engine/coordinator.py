@@ -74,6 +74,10 @@ class RoundEngine:
         self.globals: dict[str, Any] = {preset: executor.initial_payload(preset) for preset in presets}
         self.server_llm = MeteredLLM(llm, SERVER, config.llm) if llm is not None else None
         self.trainer = trainer
+        if self.algorithm.needs_trainer:
+            if trainer is None:
+                raise ValueError(f"{algorithm_name} trains on the server: the engine needs a server trainer")
+            self.algorithm.prepare_trainer(trainer)
         self.server_state = self.algorithm.initial_server_state()
         self.has_server_step = type(self.algorithm).server_step is not Algorithm.server_step
 
@@ -180,8 +184,15 @@ class RoundEngine:
         return row
 
     def evaluate(self) -> dict[str, float]:
-        """The evaluation fields of the current global (and client) models."""
-        return self.evaluator.evaluate(self.globals, self.completed, self.worker_of)
+        """The evaluation fields of the current global (and client) models, and of the server's models.
+        Without client models, the headline accuracy is the server LLM's."""
+        fields = self.evaluator.evaluate(self.globals, self.completed, self.worker_of) if self.algorithm.needs_model else {}
+        if self.trainer is not None:
+            server = self.algorithm.evaluate_server(self.trainer, self.data.test)
+            fields.update(server)
+            if "accuracy" not in fields:
+                fields["accuracy"] = server[f"llm_accuracy/{self.evaluator.modes[0]}"]
+        return fields
 
     def _row(self, round_index: int, cohort: Cohort, outcomes: list[ClientOutcome],
              sim_round_s: float) -> dict[str, Any]:

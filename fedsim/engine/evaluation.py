@@ -71,7 +71,8 @@ class Evaluator:
     def due(self, completed: int) -> bool:
         """Whether evaluation runs after `completed` rounds (every eval.every rounds, and at the end)."""
         every = self.config.eval.every
-        return self.algorithm.needs_model and every > 0 and (completed % every == 0 or completed >= self.config.rounds)
+        scored = self.algorithm.needs_model or self.algorithm.needs_trainer
+        return scored and every > 0 and (completed % every == 0 or completed >= self.config.rounds)
 
     def evaluate(self, globals_by_preset: dict[str, Any], completed: int,
                  worker_of: dict[int, int]) -> dict[str, float]:

@@ -21,7 +21,7 @@ from fedsim.data.federated import FederatedData
 from fedsim.engine.aggregation import SecureAggregationClient, client_layers
 from fedsim.engine.progress import NoProgress, Progress
 from fedsim.results import atomic_write
-from fedsim.rng import seed_torch_global, stream_seed
+from fedsim.rng import seed_torch_global
 
 STATE_VERSIONS_KEPT = 2
 
@@ -101,20 +101,18 @@ class WorkerRuntime:
     def _model(self, preset: str) -> tuple[Any, Any]:
         """The worker's base model for a preset with LoRA attached (built once, seeded)."""
         if preset not in self.models:
-            from fedsim.models.lora import LoraSettings, attach_lora, get_adapter
+            from fedsim.algorithms.server_models import base_seed, lora_settings
+            from fedsim.models.lora import attach_lora, get_adapter
             from fedsim.models.presets import PRESETS, build_model, load_pretrained
             from fedsim.models.tokenizer import builtin_tokenizer
 
             if preset in PRESETS:
                 tokenizer = builtin_tokenizer()
-                model = build_model(preset, tokenizer, stream_seed(self.config.seed, SERVER, 0, f"base/{preset}"))
+                model = build_model(preset, tokenizer, base_seed(self.config.seed, preset))
             else:
                 model, tokenizer = load_pretrained(preset)
-            lora = self.config.lora
             seed_torch_global(self.config.seed, SERVER, 0, f"lora-init/{preset}")
-            model = attach_lora(model, LoraSettings(
-                r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules,
-                train_embeddings=lora.train_embeddings, train_norms=lora.train_norms))
+            model = attach_lora(model, lora_settings(self.config.lora))
             self.models[preset] = (model, tokenizer)
             self.initial[preset] = get_adapter(model)
         return self.models[preset]
@@ -171,7 +169,7 @@ class WorkerRuntime:
     def evaluate(self, preset: str, adapter: Any, shard: tuple[int, int]) -> dict[str, dict[str, list[int]]]:
         """Per decoding mode, correct and total counts per domain of one adapter on a slice of the test set."""
         from fedsim.models.lora import set_adapter
-        from fedsim.train.evaluate import exact_match
+        from fedsim.train.evaluate import domain_counts
 
         model, tokenizer = self._model(preset)
         set_adapter(model, adapter)
@@ -180,12 +178,8 @@ class WorkerRuntime:
         examples = self.data.test[shard[0]:shard[1]]
         self.progress.expect("evaluation", len(modes) * len(examples))
         for mode in modes:
-            counts[mode] = {}
-            for domain in sorted({example.domain for example in examples}):
-                subset = [example for example in examples if example.domain == domain]
-                accuracy = exact_match(model, tokenizer, subset, mode, self.config.eval.batch_size,
-                                       on_batch=lambda n: self.progress.advance("evaluation", n))
-                counts[mode][domain] = [round(accuracy * len(subset)), len(subset)]
+            counts[mode] = domain_counts(model, tokenizer, examples, mode, self.config.eval.batch_size,
+                                         on_batch=lambda n: self.progress.advance("evaluation", n))
         return counts
 
     def evaluate_clients(self, clients: list[tuple[int, str]], globals_by_preset: dict[str, Any]) -> dict[int, dict]:

@@ -71,6 +71,23 @@ def exact_match(
     return hits / len(examples)
 
 
+def domain_counts(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    mode: Mode,
+    batch_size: int = 64,
+    on_batch: Callable[[int], object] | None = None,
+) -> dict[str, list[int]]:
+    """[correct, total] exact-match counts per domain of `examples` (see exact_match)."""
+    counts: dict[str, list[int]] = {}
+    for domain in sorted({example.domain for example in examples}):
+        subset = [example for example in examples if example.domain == domain]
+        accuracy = exact_match(model, tokenizer, subset, mode, batch_size, on_batch=on_batch)
+        counts[domain] = [round(accuracy * len(subset)), len(subset)]
+    return counts
+
+
 def _left_padded(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad without touching the (possibly shared) tokenizer's padding side."""
     encoded = [tokenizer.encode(prompt, add_special_tokens=False) for prompt in prompts]

@@ -71,7 +71,8 @@ def test_responses_name_the_adapter_version_they_used(tiny_llm_path):
     assert llm.adapter_version == 0
     shapes = endpoint.backend.adapter_shapes()
     rng = np.random.default_rng(0)
-    endpoint.set_adapter({name: rng.normal(0, 0.5, shape).astype(np.float32) for name, shape in shapes.items()}, 4)
+    for _ in range(4):
+        endpoint.publish({name: rng.normal(0, 0.5, shape).astype(np.float32) for name, shape in shapes.items()})
     after = llm.topk_logits([[1, 5, 6]], k=3)[0]
     assert llm.adapter_version == after.adapter_version == 4
     assert not np.array_equal(before.values, after.values)

@@ -81,3 +81,14 @@ def test_a_file_task_reads_the_servers_public_examples_which_stay_off_the_worker
 def test_public_path_is_refused_for_the_builtin_task():
     with pytest.raises(ConfigError, match="task.public_path is for task.source 'file'"):
         validate({"task": {"public_path": "public.jsonl"}})
+
+
+def test_builtin_clients_can_hold_only_some_domains():
+    config = validate({"clients": {"num": 6, "per_round": 2},
+                       "task": {"train_per_client": 20, "domain_alpha": 0.5, "client_domains": ["cooking", "finance"]}})
+    data = build_federated_data(config)
+    assert {e.domain for c in range(6) for e in data.client_examples(c)} <= {"cooking", "finance"}
+    assert {e.domain for e in data.test} == {"shopping", "travel", "cooking", "finance"}
+    np.testing.assert_allclose(data.domain_weights.sum(axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ConfigError, match="task.client_domains"):
+        validate({"task": {"client_domains": ["baking"]}})

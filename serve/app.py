@@ -2,7 +2,7 @@
 
     handle = start_llm_deployment(settings)            # handles only, no HTTP proxy
     texts = handle.generate.remote(prompts, params).result()
-    publish_adapter(handle, arrays)                     # every replica swaps its LoRA
+    publish_adapter(handle, arrays, version)            # every replica, and any that restarts, serves it
     stop_llm_deployment()
 
 The returned DeploymentHandle can be passed to Ray actors: from a sync method call
@@ -10,15 +10,17 @@ The returned DeploymentHandle can be passed to Ray actors: from a sync method ca
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping
 
 import numpy as np
 from ray import serve as ray_serve
 from ray.serve.handle import DeploymentHandle
 
+from serve.adapter_store import find_store, start_store, stop_store
 from serve.backends import check_backend_options
 from serve.deployment import build_llm_app
-from serve.errors import DeploymentStartError, ServeConfigError
+from serve.errors import AdapterError, DeploymentStartError, ServeConfigError
 from serve.settings import ServeSettings
 
 DEFAULT_APP_NAME = "fedsim-llm"
@@ -35,6 +37,7 @@ def start_llm_deployment(settings: ServeSettings, name: str = DEFAULT_APP_NAME, 
     deleted and DeploymentStartError carries the replica's error line.
     """
     check_backend_options(settings.backend, settings.backend_options)
+    settings = replace(settings, adapter_store=name)
     if http:
         ray_serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
         if not ray_serve.status().proxies:
@@ -42,6 +45,7 @@ def start_llm_deployment(settings: ServeSettings, name: str = DEFAULT_APP_NAME, 
                                    "stop_llm_deployment() first to serve the HTTP route")
     else:
         ray_serve.start(proxy_location="Disabled")
+    start_store(name)
     try:
         return ray_serve.run(build_llm_app(settings), name=name, route_prefix="/" if http else None)
     except RuntimeError as exc:
@@ -63,16 +67,32 @@ def _failure_reason(name: str) -> str | None:
 
 
 def stop_llm_deployment(name: str = DEFAULT_APP_NAME) -> None:
-    """Delete application ``name``; shut Serve down when no application is left."""
+    """Delete application ``name`` and its adapter store; shut Serve down when no application is left."""
     ray_serve.delete(name)
+    stop_store(name)
     if not ray_serve.status().applications:
         ray_serve.shutdown()
 
 
-def publish_adapter(handle: DeploymentHandle, arrays: Mapping[str, np.ndarray],
-                    timeout_s: float | None = 120.0) -> list[int]:
-    """Replace the LoRA adapter on every replica; returns each replica's adapter version."""
-    return handle.broadcast("set_adapter", dict(arrays)).results(timeout_s=timeout_s)
+def publish_adapter(handle: DeploymentHandle, arrays: Mapping[str, np.ndarray], version: int,
+                    timeout_s: float | None = 120.0) -> int:
+    """Serve `arrays` as adapter `version` (> the current one): stored first, so that a replica that
+    Serve restarts loads it, then applied by every running replica. Returns the version."""
+    import ray
+
+    arrays = dict(arrays)
+    ray.get(find_store(handle.app_name).publish.remote(version, arrays))
+    applied = handle.broadcast("set_adapter", arrays, version).results(timeout_s=timeout_s)
+    if set(applied) != {version}:
+        raise AdapterError(f"replicas report adapter versions {applied} after publishing version {version}")
+    return version
+
+
+def current_adapter_version(handle: DeploymentHandle) -> int:
+    """The version of the adapter the deployment serves (0: the one the backend loaded)."""
+    import ray
+
+    return ray.get(find_store(handle.app_name).current.remote())[0]
 
 
 def replica_stats(handle: DeploymentHandle, timeout_s: float | None = 30.0) -> list[dict[str, Any]]:

@@ -11,14 +11,17 @@ so one caller's bad input cannot fail the others.
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
+import ray
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from ray import serve as ray_serve
 from ray.serve import Application
 
+from serve.adapter_store import find_store
 from serve.backends import create_backend
 from serve.errors import RequestError
 from serve.openai_api import CompletionRequest, completion_response, error_body
@@ -81,6 +84,11 @@ class LLMServer:
         self._tokenizer_info = self._executor.submit(self._backend.tokenizer_info).result()
         self._stats = {"generate": MethodStats(), "topk_logits": MethodStats()}
         self._adapter_version = 0
+        if settings.adapter_store is not None:  # a replica (re)started mid-run serves the current adapter
+            version, arrays = ray.get(find_store(settings.adapter_store).current.remote())
+            if arrays is not None:
+                self._executor.submit(self._backend.set_adapter, arrays).result()
+                self._adapter_version = version
         for batched in (self._generate_batch, self._topk_batch):
             batched.set_max_batch_size(settings.max_batch_size)
             batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
@@ -128,6 +136,7 @@ class LLMServer:
         """One backend generate over the prompts of several requests (worker thread)."""
         flat = self._backend.generate([prompt for prompts, _ in requests for prompt in prompts],
                                       [row for _, rows in requests for row in rows])
+        flat = [replace(completion, adapter_version=self._adapter_version) for completion in flat]
         return _split(flat, [len(prompts) for prompts, _ in requests])
 
     # ---- top-k logits ---------------------------------------------------------------
@@ -160,15 +169,21 @@ class LLMServer:
         for k in sorted({k for _, k in requests}):
             group = [index for index, (_, request_k) in enumerate(requests) if request_k == k]
             flat = self._backend.topk_logits([seq for index in group for seq in requests[index][0]], k)
+            flat = [replace(result, adapter_version=self._adapter_version) for result in flat]
             results.update(zip(group, _split(flat, [len(requests[index][0]) for index in group])))
         return [results[index] for index in range(len(requests))]
 
     # ---- adapter, info, stats -------------------------------------------------------
-    async def set_adapter(self, arrays: Mapping[str, np.ndarray]) -> int:
-        """Replace the LoRA weights between batches; returns this replica's adapter version."""
-        await self._on_worker(self._backend.set_adapter, arrays)
-        self._adapter_version += 1
+    async def set_adapter(self, arrays: Mapping[str, np.ndarray], version: int | None = None) -> int:
+        """Replace the LoRA weights between batches, as `version` (default: the next one); returns the
+        version this replica now serves. Responses name the version they were computed with."""
+        await self._on_worker(self._apply_adapter, arrays, self._adapter_version + 1 if version is None else version)
         return self._adapter_version
+
+    def _apply_adapter(self, arrays: Mapping[str, np.ndarray], version: int) -> None:
+        """Swap the weights and the version together (worker thread, between batches)."""
+        self._backend.set_adapter(arrays)
+        self._adapter_version = version
 
     def adapter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Names and shapes set_adapter expects (as fedsim.models.lora.get_adapter names them)."""

@@ -29,6 +29,7 @@ class ServeSettings:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     max_constructor_retries: int = 1
+    adapter_store: str | None = None  # the application whose adapter store a starting replica loads from
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_NAMES:

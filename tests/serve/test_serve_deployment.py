@@ -99,13 +99,16 @@ def test_adapter_swap_is_atomic_per_batch(batched, prompts):
     rng = np.random.default_rng(1)
     trained = {name: rng.normal(size=shape).astype(np.float32) for name, shape in shapes.items()}
 
-    publish_adapter(batched, zeros)
+    from serve.app import current_adapter_version
+
+    version = current_adapter_version(batched)
+    publish_adapter(batched, zeros, version + 1)
     old = batched.generate.remote(prompts, GREEDY).result()
-    publish_adapter(batched, trained)
+    publish_adapter(batched, trained, version + 2)
     new = batched.generate.remote(prompts, GREEDY).result()
     assert new != old
 
-    publish_adapter(batched, zeros)
+    publish_adapter(batched, zeros, version + 3)
     during = [batched.generate.remote(prompts, GREEDY) for _ in range(6)]
     swap = batched.set_adapter.remote(trained)
     during += [batched.generate.remote(prompts, GREEDY) for _ in range(6)]

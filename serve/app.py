@@ -10,17 +10,19 @@ The returned DeploymentHandle can be passed to Ray actors: from a sync method ca
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Mapping
 
 import numpy as np
+import ray
 from ray import serve as ray_serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from serve.adapter_store import find_store, start_store, stop_store
 from serve.backends import check_backend_options
+from serve.backends.base import check_adapter_arrays
 from serve.deployment import build_llm_app
-from serve.errors import AdapterError, DeploymentStartError, ServeConfigError
+from serve.errors import DeploymentStartError, ServeConfigError
 from serve.settings import ServeSettings
 
 DEFAULT_APP_NAME = "fedsim-llm"
@@ -37,7 +39,6 @@ def start_llm_deployment(settings: ServeSettings, name: str = DEFAULT_APP_NAME, 
     deleted and DeploymentStartError carries the replica's error line.
     """
     check_backend_options(settings.backend, settings.backend_options)
-    settings = replace(settings, adapter_store=name)
     if http:
         ray_serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
         if not ray_serve.status().proxies:
@@ -76,23 +77,28 @@ def stop_llm_deployment(name: str = DEFAULT_APP_NAME) -> None:
 
 def publish_adapter(handle: DeploymentHandle, arrays: Mapping[str, np.ndarray], version: int,
                     timeout_s: float | None = 120.0) -> int:
-    """Serve `arrays` as adapter `version` (> the current one): stored first, so that a replica that
-    Serve restarts loads it, then applied by every running replica. Returns the version."""
-    import ray
+    """Serve `arrays` as adapter `version` (> the current one) on every replica; returns the version.
 
-    arrays = dict(arrays)
-    ray.get(find_store(handle.app_name).publish.remote(version, arrays))
-    applied = handle.broadcast("set_adapter", arrays, version).results(timeout_s=timeout_s)
-    if set(applied) != {version}:
-        raise AdapterError(f"replicas report adapter versions {applied} after publishing version {version}")
-    return version
+    The arrays are checked against the served LoRA (AdapterError), kept in the application's
+    adapter store (AdapterError for a version not above the current one), then loaded by every
+    running replica before this returns. A replica reads the store before each batch and before it
+    serves at all, so no request that starts after this returns is answered by an older adapter:
+    neither on a replica that missed the broadcast while it started, nor on one that Serve restarts.
+    A replica that died meanwhile is skipped: its replacement loads the version from the store.
+    """
+    checked = check_adapter_arrays(arrays, handle.adapter_shapes.remote().result(timeout_s=timeout_s))
+    published = ray.get(find_store(handle.app_name).publish.remote(version, checked), timeout=timeout_s)
+    outcomes = handle.broadcast("sync_adapter").results(timeout_s=timeout_s, return_exceptions=True)
+    failures = [outcome for outcome in outcomes
+                if isinstance(outcome, Exception) and not isinstance(outcome, RayActorError)]
+    if failures:
+        raise failures[0]
+    return published
 
 
 def current_adapter_version(handle: DeploymentHandle) -> int:
     """The version of the adapter the deployment serves (0: the one the backend loaded)."""
-    import ray
-
-    return ray.get(find_store(handle.app_name).current.remote())[0]
+    return ray.get(find_store(handle.app_name).version.remote())
 
 
 def replica_stats(handle: DeploymentHandle, timeout_s: float | None = 30.0) -> list[dict[str, Any]]:

@@ -5,7 +5,9 @@ Each caller request carries many items (prompts or token sequences); @serve.batc
 concurrent requests into one backend call. All backend work, adapter replacements
 included, runs on one worker thread, one batch at a time: a batch sees either the old or
 the new adapter, never both. A request that fails inside a merged batch is retried alone,
-so one caller's bad input cannot fail the others.
+so one caller's bad input cannot fail the others. Each batch first asks the application's
+adapter store (serve.adapter_store) for a newer published adapter and swaps it in; every
+Completion and TopKResult names the adapter version that computed it.
 """
 # No `from __future__ import annotations` here: FastAPI reads the route's body type at runtime.
 import asyncio
@@ -23,6 +25,7 @@ from ray.serve import Application
 
 from serve.adapter_store import find_store
 from serve.backends import create_backend
+from serve.backends.base import check_adapter_arrays
 from serve.errors import RequestError
 from serve.openai_api import CompletionRequest, completion_response, error_body
 from serve.params import Completion, GenerationParams, TokenizerInfo, TopKResult
@@ -84,11 +87,8 @@ class LLMServer:
         self._tokenizer_info = self._executor.submit(self._backend.tokenizer_info).result()
         self._stats = {"generate": MethodStats(), "topk_logits": MethodStats()}
         self._adapter_version = 0
-        if settings.adapter_store is not None:  # a replica (re)started mid-run serves the current adapter
-            version, arrays = ray.get(find_store(settings.adapter_store).current.remote())
-            if arrays is not None:
-                self._executor.submit(self._backend.set_adapter, arrays).result()
-                self._adapter_version = version
+        self._store = find_store(ray_serve.get_replica_context().app_name)
+        self._executor.submit(self._catch_up).result()  # a replica (re)started mid-run serves the current adapter
         for batched in (self._generate_batch, self._topk_batch):
             batched.set_max_batch_size(settings.max_batch_size)
             batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
@@ -100,7 +100,13 @@ class LLMServer:
                          run: Callable[[list[RequestT]], list[ResultT]]) -> list[ResultT | Exception]:
         """Record the batch, then run it on the worker thread (one outcome per request)."""
         self._stats[method].record_batch(len(requests), sum(len(request[0]) for request in requests))
-        return await self._on_worker(_run_isolated, run, requests)
+        return await self._on_worker(self._run_current, run, requests)
+
+    def _run_current(self, run: Callable[[list[RequestT]], list[ResultT]],
+                     requests: list[RequestT]) -> list[ResultT | Exception]:
+        """Catch up with the published adapter, then run the requests (worker thread)."""
+        self._catch_up()
+        return _run_isolated(run, requests)
 
     async def _timed(self, method: str, outcome: Awaitable[ResultT | Exception]) -> ResultT:
         start = time.perf_counter()
@@ -175,15 +181,27 @@ class LLMServer:
 
     # ---- adapter, info, stats -------------------------------------------------------
     async def set_adapter(self, arrays: Mapping[str, np.ndarray], version: int | None = None) -> int:
-        """Replace the LoRA weights between batches, as `version` (default: the next one); returns the
-        version this replica now serves. Responses name the version they were computed with."""
-        await self._on_worker(self._apply_adapter, arrays, self._adapter_version + 1 if version is None else version)
-        return self._adapter_version
+        """Publish `arrays` as adapter `version` (default: the next one) for every replica, and serve it
+        here from the next batch on; returns the version. Other replicas load it before their next
+        batch; serve.app.publish_adapter also waits until every running replica has."""
+        checked = check_adapter_arrays(arrays, self._backend.adapter_shapes())
+        published = await self._store.publish.remote(version, checked)
+        await self.sync_adapter()
+        return published
 
-    def _apply_adapter(self, arrays: Mapping[str, np.ndarray], version: int) -> None:
-        """Swap the weights and the version together (worker thread, between batches)."""
-        self._backend.set_adapter(arrays)
-        self._adapter_version = version
+    async def sync_adapter(self) -> int:
+        """Load the published adapter now if it is newer than this replica's; returns the version served."""
+        return await self._on_worker(self._catch_up)
+
+    def _catch_up(self) -> int:
+        """Swap in the store's adapter if it is newer, weights and version together (worker thread,
+        between batches); returns the version this replica serves."""
+        newer = ray.get(self._store.newer_than.remote(self._adapter_version))
+        if newer is not None:
+            version, arrays = newer
+            self._backend.set_adapter(arrays)
+            self._adapter_version = version
+        return self._adapter_version
 
     def adapter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Names and shapes set_adapter expects (as fedsim.models.lora.get_adapter names them)."""
@@ -231,5 +249,6 @@ def build_llm_app(settings: ServeSettings) -> Application:
         max_ongoing_requests=settings.max_ongoing_requests,
         max_constructor_retry_count=settings.max_constructor_retries,
         graceful_shutdown_wait_loop_s=0.2,
+        health_check_period_s=settings.health_check_period_s,
         ray_actor_options={"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
     ).bind(settings)

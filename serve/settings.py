@@ -15,7 +15,8 @@ class ServeSettings:
 
     max_batch_size counts caller requests (each may carry many prompts) merged into one
     backend call; batch_wait_timeout_s is how long the first request of a batch waits for
-    others. backend_options are passed to the backend named by ``backend`` (see
+    others. Serve checks each replica every health_check_period_s and replaces a dead one.
+    backend_options are passed to the backend named by ``backend`` (see
     serve.backends). model_name is the name the OpenAI-compatible route answers to.
     """
 
@@ -29,7 +30,7 @@ class ServeSettings:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     max_constructor_retries: int = 1
-    adapter_store: str | None = None  # the application whose adapter store a starting replica loads from
+    health_check_period_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_NAMES:
@@ -47,6 +48,9 @@ class ServeSettings:
             raise ServeConfigError(
                 f"serve.max_ongoing_requests ({self.max_ongoing_requests}) must be >= "
                 f"serve.max_batch_size ({self.max_batch_size}), or batches can never fill")
+        if isinstance(self.health_check_period_s, bool) or not isinstance(self.health_check_period_s, (int, float)) \
+                or self.health_check_period_s <= 0:
+            raise ServeConfigError(f"serve.health_check_period_s must be a number > 0, got {self.health_check_period_s!r}")
         for name in ("batch_wait_timeout_s", "num_cpus", "num_gpus"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

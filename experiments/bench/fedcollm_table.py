@@ -6,7 +6,7 @@ untrained start, local training alone, fedavg_lora, FedCoLLM (same clients, step
 (its LoRA fine-tuned on the pooled client data). Also the bytes up and down per client per round of
 fedavg_lora and FedCoLLM, and the server step's wall time per round. Prints a table, writes JSON.
 
-    .venv/bin/python experiments/bench/fedcollm_table.py [--rounds 4] [--out experiments/bench/results/fedcollm_table.json]
+    .venv/bin/python experiments/bench/fedcollm_table.py [--set fedcollm.kd_lambda=0.5 ...] [--out FILE]
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fedsim.algorithms import make_algorithm  # noqa: E402
-from fedsim.config import ExperimentConfig, load_config  # noqa: E402
+import yaml  # noqa: E402
+
+from fedsim.config import ExperimentConfig, validate  # noqa: E402
 from fedsim.data.federated import build_federated_data  # noqa: E402
 from fedsim.engine.coordinator import RoundEngine  # noqa: E402
 from fedsim.engine.inprocess import InProcessExecutor  # noqa: E402
@@ -71,13 +73,20 @@ def per_client_round(engine: RoundEngine, direction: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default: the experiment file's)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a setting of the experiment file (YAML value), e.g. server.lr=0.001")
     parser.add_argument("--out", default="experiments/bench/results/fedcollm_table.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = load_config(CONFIG)
-    if args.rounds:
-        config = config.model_copy(update={"rounds": args.rounds})
+    raw = yaml.safe_load(CONFIG.read_text())
+    for assignment in args.set:
+        path, _, value = assignment.partition("=")
+        *sections, key = path.split(".")
+        target = raw
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = yaml.safe_load(value)
+    config = validate(raw)
     engines: dict[str, RoundEngine] = {}
     walls: dict[str, float] = {}
     for algorithm in ("local", "fedavg_lora", "fedcollm", "centralized_llm"):
@@ -105,7 +114,7 @@ def main() -> None:
         print(f"  {name:<28} {figures['up_per_client_round']:>10,.0f}  {figures['down_per_client_round']:>10,.0f}")
     print(f"\nFedCoLLM server step wall time per round: {np.mean(server_s):.1f} s (min {min(server_s):.1f}, "
           f"max {max(server_s):.1f}); KD reduction: {KD_REDUCTION}")
-    result = {"config": str(CONFIG), "rounds": config.rounds, "slm_accuracy": slm, "llm_accuracy": llm,
+    result = {"config": str(CONFIG), "overrides": args.set, "rounds": config.rounds, "slm_accuracy": slm, "llm_accuracy": llm,
               "bytes": comm, "server_step_s": server_s, "wall_s": walls, "kd_reduction": KD_REDUCTION,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 1}}
     out = Path(args.out)

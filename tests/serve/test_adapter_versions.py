@@ -1,6 +1,6 @@
 """Versioned adapters on a deployment of two replicas: a published adapter is what the next generate
-and topk_logits use on every replica, a replica that Serve restarts serves the current version, and
-responses name the version they were computed with."""
+and topk_logits use on every replica (broadcast calls reach each replica), a replica that missed the
+broadcast or that Serve restarts serves the current version, and responses name their version."""
 import time
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 import ray
 from ray import serve as ray_serve
 
-from serve.adapter_store import STORE_NAMESPACE, store_name
+from serve.adapter_store import STORE_NAMESPACE, find_store, store_name
 from serve.app import current_adapter_version, publish_adapter, start_llm_deployment, stop_llm_deployment
 from serve.backends.hf import HFBackend
 from serve.errors import AdapterError
@@ -17,6 +17,7 @@ from serve.settings import ServeSettings
 
 APP = "llm-versions"
 TOKENS = [[1, 5, 6, 7, 8]]
+PROMPTS = ["the cat sat on"]
 GREEDY = GenerationParams(max_new_tokens=4)
 
 
@@ -27,80 +28,89 @@ def options(tiny_llm_path, lora_options):
 
 @pytest.fixture(scope="module")
 def handle(ray_session, options):
-    settings = ServeSettings(backend_options=options, num_replicas=2, num_cpus=0.25, batch_wait_timeout_s=0.0)
+    settings = ServeSettings(backend_options=options, num_replicas=2, num_cpus=0.25, batch_wait_timeout_s=0.0,
+                             health_check_period_s=0.5)
     yield start_llm_deployment(settings, name=APP)
-    stop_llm_deployment(APP)
+    if APP in ray_serve.status().applications:  # the last test stops it itself
+        stop_llm_deployment(APP)
     ray_serve.shutdown()
 
 
-def adapter(options, seed):
-    shapes = HFBackend(options).adapter_shapes()
+@pytest.fixture(scope="module")
+def local(options):
+    """The served model in this process, to compute what each adapter version must return."""
+    return HFBackend(options)
+
+
+def adapter(local, seed):
     rng = np.random.default_rng(seed)
-    return {name: rng.normal(0, 0.3, shape).astype(np.float32) for name, shape in shapes.items()}
+    return {name: rng.normal(0, 0.3, shape).astype(np.float32) for name, shape in local.adapter_shapes().items()}
 
 
-def local_topk(options, arrays):
-    backend = HFBackend(options)
-    if arrays is not None:
-        backend.set_adapter(arrays)
-    return backend.topk_logits(TOKENS, 4)[0]
+def expected(local, arrays):
+    """(top-k of TOKENS, completion of PROMPTS) of the local model with `arrays` as its adapter."""
+    local.set_adapter(arrays)
+    return local.topk_logits(TOKENS, 4)[0], local.generate(PROMPTS, GREEDY.rows(1))[0].text
+
+
+def assert_every_replica_serves(handle, version, reference):
+    """Each replica's next topk_logits and complete use adapter `version` and match the reference."""
+    topk, text = reference
+    for (result,) in handle.broadcast("topk_logits", TOKENS, 4).results(timeout_s=60):
+        assert result.adapter_version == version
+        np.testing.assert_array_equal(result.ids, topk.ids)
+        np.testing.assert_array_equal(result.values, topk.values)
+    completions = handle.broadcast("complete", PROMPTS, GREEDY).results(timeout_s=60)
+    assert [(c.adapter_version, c.text) for (c,) in completions] == [(version, text)] * 2
+    assert [s["adapter_version"] for s in handle.broadcast("stats").results(timeout_s=60)] == [version] * 2
 
 
 def replicas():
     return [a for a in ray.util.list_named_actors(all_namespaces=True) if f"{APP}#LLMServer" in a["name"]]
 
 
-def test_the_published_adapter_serves_the_next_requests_on_every_replica(handle, options):
+def test_the_published_adapter_serves_the_next_requests_on_every_replica(handle, local):
     base = handle.broadcast("topk_logits", TOKENS, 4).results(timeout_s=60)
     assert len(base) == 2 and all(r[0].adapter_version == 0 for r in base)
-    arrays = adapter(options, 1)
+    arrays = adapter(local, 1)
     assert publish_adapter(handle, arrays, 1) == 1 and current_adapter_version(handle) == 1
-    expected = local_topk(options, arrays)
-    after = handle.broadcast("topk_logits", TOKENS, 4).results(timeout_s=60)
-    for (result,) in after:
-        assert result.adapter_version == 1
-        np.testing.assert_array_equal(result.ids, expected.ids)
-        np.testing.assert_array_equal(result.values, expected.values)
-    assert not np.array_equal(after[0][0].values, base[0][0].values)
-    completions = handle.broadcast("complete", ["the cat sat on"], GREEDY).results(timeout_s=60)
-    assert [c[0].adapter_version for c in completions] == [1, 1]
-    assert [s["adapter_version"] for s in handle.broadcast("stats").results(timeout_s=60)] == [1, 1]
+    reference = expected(local, arrays)
+    assert_every_replica_serves(handle, 1, reference)
+    assert not np.array_equal(reference[0].values, base[0][0].values)
 
 
-def test_a_stale_version_is_refused(handle, options):
+def test_stale_versions_and_bad_arrays_are_refused_and_change_nothing(handle, local):
     current = current_adapter_version(handle)
-    with pytest.raises(AdapterError, match="not newer than the current version"):
-        publish_adapter(handle, adapter(options, 2), current)
+    with pytest.raises(AdapterError, match=f"not newer than the current version {current}"):
+        publish_adapter(handle, adapter(local, 2), current)
+    bad = {name: np.zeros((2, 2), np.float32) for name in adapter(local, 2)}
+    with pytest.raises(AdapterError, match="shape"):
+        publish_adapter(handle, bad, current + 1)
+    assert current_adapter_version(handle) == current
 
 
-def test_a_killed_replica_comes_back_serving_the_current_version(handle, options):
-    arrays = adapter(options, 3)
-    version = publish_adapter(handle, arrays, current_adapter_version(handle) + 1)
+def test_a_replica_that_missed_the_broadcast_loads_the_version_before_its_next_batch(handle, local):
+    """A replica that starts while an adapter is published is not in the broadcast: the store is."""
+    arrays = adapter(local, 3)
+    version = ray.get(find_store(APP).publish.remote(current_adapter_version(handle) + 1, arrays))
+    assert_every_replica_serves(handle, version, expected(local, arrays))
+
+
+def test_a_killed_replica_comes_back_serving_the_current_version(handle, local):
     victim = replicas()[0]
     ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        names = {a["name"] for a in replicas()}
-        if len(names) == 2 and victim["name"] not in names:
-            try:
-                results = handle.broadcast("topk_logits", TOKENS, 4).results(timeout_s=30)
-                if len(results) == 2:
-                    break
-            except Exception:  # the replacement is still starting
-                pass
-        time.sleep(0.5)
-    else:
-        pytest.fail("Serve did not bring a replacement replica up within 120 s")
-    expected = local_topk(options, arrays)
-    for (result,) in results:
-        assert result.adapter_version == version
-        np.testing.assert_array_equal(result.values, expected.values)
+    arrays = adapter(local, 4)  # published while the victim is down: its replacement gets no broadcast
+    version = publish_adapter(handle, arrays, current_adapter_version(handle) + 1)
+    deadline = time.monotonic() + 60
+    while {a["name"] for a in replicas()} & {victim["name"]} or len(replicas()) != 2 \
+            or ray_serve.status().applications[APP].status != "RUNNING":
+        assert time.monotonic() < deadline, "Serve did not replace the killed replica within 60 s"
+        time.sleep(0.2)
+    assert_every_replica_serves(handle, version, expected(local, arrays))
 
 
-def test_stopping_the_deployment_removes_its_store(ray_session, options):
-    stop_name = "llm-versions-stop"
-    start_llm_deployment(ServeSettings(backend_options=options, num_cpus=0.25), name=stop_name)
-    assert ray.get_actor(store_name(stop_name), namespace=STORE_NAMESPACE)
-    stop_llm_deployment(stop_name)
+def test_stopping_the_deployment_removes_its_store(handle):
+    assert ray.get_actor(store_name(APP), namespace=STORE_NAMESPACE)
+    stop_llm_deployment(APP)
     with pytest.raises(ValueError):
-        ray.get_actor(store_name(stop_name), namespace=STORE_NAMESPACE)
+        ray.get_actor(store_name(APP), namespace=STORE_NAMESPACE)

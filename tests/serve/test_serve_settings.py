@@ -17,6 +17,7 @@ def test_from_dict_builds_and_rejects_unknown_keys():
     ({"backend": "tgi"}, "serve.backend"), ({"max_batch_size": 0}, "max_batch_size"),
     ({"max_batch_size": 32, "max_ongoing_requests": 8}, "max_ongoing_requests"),
     ({"batch_wait_timeout_s": -1}, "batch_wait_timeout_s"), ({"num_gpus": -0.5}, "num_gpus"),
+    ({"health_check_period_s": 0}, "health_check_period_s"),
 ])
 def test_invalid_settings_name_the_field(kwargs, message):
     with pytest.raises(ServeConfigError, match=message):

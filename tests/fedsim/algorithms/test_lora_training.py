@@ -20,7 +20,7 @@ def test_the_returned_adapter_is_the_trained_one(noise_multiplier):
     model = attach_lora(build_model("llama-0.3m", tokenizer, 0), LoraSettings(r=4))
     start = get_adapter(model)
     ctx = ClientContext(client=0, round_index=0, config=config, preset="llama-0.3m",
-                        examples=generate_examples(8, 0, "train"), download=None, state={}, model=model,
+                        examples=generate_examples(8, 0, "train"), downloads=[], state={}, model=model,
                         tokenizer=tokenizer, dp_noise_multiplier=noise_multiplier)
     trained, stats = train_adapter(ctx, start)
     assert stats.steps == 3

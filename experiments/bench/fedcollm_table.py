@@ -26,10 +26,9 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-from fedsim.algorithms import make_algorithm  # noqa: E402
 import yaml  # noqa: E402
 
+from fedsim.algorithms import make_algorithm  # noqa: E402
 from fedsim.config import ExperimentConfig, validate  # noqa: E402
 from fedsim.data.federated import build_federated_data  # noqa: E402
 from fedsim.engine.coordinator import RoundEngine  # noqa: E402

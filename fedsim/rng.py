@@ -10,6 +10,8 @@ import hashlib
 import numpy as np
 import torch
 
+from fedsim.comm import SERVER
+
 
 def stream_seed(seed: int, client: int, round_index: int, purpose: str) -> int:
     """A 63-bit seed derived from the key with SHA-256 (stable across processes and Python versions)."""
@@ -32,3 +34,8 @@ def torch_stream(seed: int, client: int, round_index: int, purpose: str) -> torc
 def seed_torch_global(seed: int, client: int, round_index: int, purpose: str) -> None:
     """Seed torch's global generator (used by dropout) from a keyed stream."""
     torch.manual_seed(stream_seed(seed, client, round_index, purpose))
+
+
+def base_seed(seed: int, name: str) -> int:
+    """The seed a preset's random base weights are built from: the same on every worker and the server trainer."""
+    return stream_seed(seed, SERVER, 0, f"base/{name}")

@@ -8,19 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fedsim.algorithms.base import ServerContext
-from fedsim.comm import SERVER
 from fedsim.config import ExperimentConfig, LoraConfig
-from fedsim.rng import stream_seed
 
 if TYPE_CHECKING:  # peft is imported where a model is built, so model-free workloads stay light
     from fedsim.models.lora import LoraSettings
 
 LLM = "llm"  # the trainer's name for the server LLM
-
-
-def base_seed(seed: int, name: str) -> int:
-    """The seed a preset's random base weights are built from (the same on every worker and the trainer)."""
-    return stream_seed(seed, SERVER, 0, f"base/{name}")
 
 
 def lora_settings(lora: LoraConfig) -> LoraSettings:

@@ -21,7 +21,7 @@ from fedsim.data.federated import FederatedData
 from fedsim.engine.aggregation import SecureAggregationClient, client_layers
 from fedsim.engine.progress import NoProgress, Progress
 from fedsim.results import atomic_write
-from fedsim.rng import seed_torch_global
+from fedsim.rng import base_seed, seed_torch_global
 
 STATE_VERSIONS_KEPT = 2
 
@@ -101,7 +101,7 @@ class WorkerRuntime:
     def _model(self, preset: str) -> tuple[Any, Any]:
         """The worker's base model for a preset with LoRA attached (built once, seeded)."""
         if preset not in self.models:
-            from fedsim.algorithms.server_models import base_seed, lora_settings
+            from fedsim.algorithms.server_models import lora_settings
             from fedsim.models.lora import attach_lora, get_adapter
             from fedsim.models.presets import PRESETS, build_model, load_pretrained
             from fedsim.models.tokenizer import builtin_tokenizer

@@ -21,7 +21,7 @@ from fedsim.models.lora import LoraSettings, attach_lora, get_adapter, set_adapt
 from fedsim.models.presets import PRESETS, build_model, load_pretrained
 from fedsim.models.tokenizer import builtin_tokenizer
 from fedsim.models.topk import TopKResult
-from fedsim.rng import stream_seed, torch_stream
+from fedsim.rng import base_seed, stream_seed, torch_stream
 from fedsim.server.engines import Engine, import_deepspeed, make_engine
 from fedsim.server.settings import ServerTrainerError, ServerTrainerSettings
 from fedsim.train.batching import encode_for_training
@@ -78,7 +78,7 @@ class ServerTrainer:
             raise ServerTrainerError(f"the server trainer already holds a model named {name!r}")
         if model in PRESETS:
             tokenizer = builtin_tokenizer()
-            base = build_model(model, tokenizer, stream_seed(self.seed, SERVER, 0, f"base/{model}"))
+            base = build_model(model, tokenizer, base_seed(self.seed, model))
         else:
             base, tokenizer = load_pretrained(model)
         with torch.random.fork_rng(devices=[]):

@@ -10,7 +10,6 @@ from fedsim.data.federated import build_federated_data
 from fedsim.engine.coordinator import RoundEngine
 from fedsim.engine.inprocess import InProcessExecutor
 from fedsim.models.lora import LoraSettings
-from fedsim.pretrain import PretrainSettings, pretrain
 from fedsim.server.settings import ServerTrainerSettings
 from fedsim.server.trainer import ServerTrainer
 from serve.inprocess import InProcessLLM
@@ -18,26 +17,18 @@ from serve.inprocess import InProcessLLM
 LORA = {"r": 4, "alpha": 8, "target_modules": "all-linear"}
 
 
-@pytest.fixture(scope="module")
-def llm_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("llm") / "llm"
-    pretrain(directory, PretrainSettings("llama-0.3m", arithmetic_steps=5, steps=15, public_size=32, batch_size=8,
-                                         test_size=4))
-    return directory
-
-
-def make_engine(llm_dir, run_dir=None, algorithm="fedcollm", **sections):
+def make_engine(teacher_dir, run_dir=None, algorithm="fedcollm", **sections):
     raw = {"algorithms": [algorithm], "rounds": 3, "seed": 4,
            "clients": {"num": 4, "per_round": 2, "presets": {"llama-0.3m": 1.0}},
            "task": {"train_per_client": 6, "test_size": 4, "public_size": 8},
            "train": {"local_steps": 2, "batch_size": 4}, "eval": {"every": 3, "client_test_size": 4},
-           "llm": {"model": str(llm_dir)}, "server": {"batch_size": 4, "lora": LORA},
+           "llm": {"model": str(teacher_dir)}, "server": {"batch_size": 4, "lora": LORA},
            "fedcollm": {"top_k": 8, "public_per_round": 6}}
     for section, values in sections.items():
         raw[section] = raw.get(section, {}) | values
     config = validate(raw)
     data = build_federated_data(config)
-    endpoint = InProcessLLM(llm_dir, options={"lora": config.server.lora.model_dump()})
+    endpoint = InProcessLLM(teacher_dir, options={"lora": config.server.lora.model_dump()})
     trainer = ServerTrainer(ServerTrainerSettings(batch_size=4), config.seed, endpoint.publish)
     executor = InProcessExecutor(config, algorithm, data, run_dir, llm=endpoint)
     return RoundEngine(config, algorithm, data, executor, run_dir, endpoint, trainer), endpoint, trainer
@@ -48,8 +39,8 @@ def comparable(rows):
     return [{k: v for k, v in row.items() if k not in skip} for row in rows]
 
 
-def test_a_round_distils_both_ways_publishes_and_sends_only_slm_adapters(llm_dir):
-    engine, endpoint, trainer = make_engine(llm_dir)
+def test_a_round_distils_both_ways_publishes_and_sends_only_slm_adapters(teacher_dir):
+    engine, endpoint, trainer = make_engine(teacher_dir)
     llm_before = trainer.get_adapter(LLM)
     row = engine.run_round()
     assert {k for k in row if k.startswith("bytes/")} == {"bytes/down/adapter", "bytes/up/adapter_delta"}
@@ -63,23 +54,23 @@ def test_a_round_distils_both_ways_publishes_and_sends_only_slm_adapters(llm_dir
                                   trainer.get_adapter("llama-0.3m")["model.layers.0.self_attn.q_proj.lora_A.weight"])
     tokens = [[1, 5, 6, 7]]
     expected = ServerTrainer(ServerTrainerSettings(), 0)
-    expected.add_model("m", str(llm_dir), LoraSettings(**LORA))
+    expected.add_model("m", str(teacher_dir), LoraSettings(**LORA))
     expected.set_adapter("m", llm_after)
     import torch
     local = expected.topk("m", {"input_ids": torch.tensor(tokens), "attention_mask": torch.ones(1, 4, dtype=torch.long)}, 3, 1)
     np.testing.assert_array_equal(endpoint.topk_logits(tokens, 3)[0].ids, local[0].ids)
 
 
-def test_killed_and_resumed_run_ends_with_the_same_metrics_and_llm_adapter(llm_dir, tmp_path):
-    straight, _, straight_trainer = make_engine(llm_dir)
+def test_killed_and_resumed_run_ends_with_the_same_metrics_and_llm_adapter(teacher_dir, tmp_path):
+    straight, _, straight_trainer = make_engine(teacher_dir)
     straight.evaluate_start()
     while not straight.done:
         straight.run_round()
-    first, _, _ = make_engine(llm_dir, str(tmp_path))
+    first, _, _ = make_engine(teacher_dir, str(tmp_path))
     first.evaluate_start()
     first.run_round()
     first.run_round()  # killed here: a fresh process picks the run folder up
-    resumed, endpoint, trainer = make_engine(llm_dir, str(tmp_path))
+    resumed, endpoint, trainer = make_engine(teacher_dir, str(tmp_path))
     assert resumed.restore() and resumed.completed == 2
     while not resumed.done:
         resumed.run_round()
@@ -89,8 +80,8 @@ def test_killed_and_resumed_run_ends_with_the_same_metrics_and_llm_adapter(llm_d
     assert "llm_accuracy/rationale" in resumed.rows[-1] and "accuracy" in resumed.rows[-1]
 
 
-def test_centralized_llm_trains_the_llm_on_the_pooled_data(llm_dir):
-    engine, endpoint, trainer = make_engine(llm_dir, algorithm="centralized_llm", eval={"every": 1})
+def test_centralized_llm_trains_the_llm_on_the_pooled_data(teacher_dir):
+    engine, endpoint, trainer = make_engine(teacher_dir, algorithm="centralized_llm", eval={"every": 1})
     start = engine.evaluate_start()
     row = engine.run_round()
     assert start["accuracy"] == start["llm_accuracy/rationale"]

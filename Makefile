@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python experiments/bench/overhead.py
 
 # Rebuild the pretrained bases shipped in fedsim/models/assets/bases: the clients' base (about 6 minutes
-# on one core), the FedCoT teacher (about 20 minutes on one core; `fedsim teacher train` settings) and
+# on one core), a client base on the Unigram tokenizer (about 16 minutes), the FedCoT teacher (about 20 minutes on one core; `fedsim teacher train` settings) and
 # the FedCoLLM server LLM that knows only shopping and travel (the teacher's settings, about 20 minutes).
 bases: $(STAMP)
 	$(BIN)/fedsim pretrain --preset llama-0.3m --arithmetic-steps 1500 --steps 1200 --seed 1 \

@@ -161,8 +161,9 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, progre
     """Run every algorithm of an experiment into a run folder (new, or an existing one to resume)."""
     data = start_checked(config)
     run_dir = run_dir or new_run_dir(config)
-    data_ref, worker_data_ref = ray.put(data), ray.put(data.for_workers())
     pending = [make_algorithm(a, config) for a in config.algorithms if not (run_dir / a / SUMMARY_JSON).is_file()]
+    data_ref = ray.put(data)
+    worker_data_ref = ray.put(data.for_workers(keep_public=any(a.public_on_clients for a in pending)))
     trainable = any(a.needs_trainer for a in pending)
     llm_handle = start_llm(config, trainable) if any(a.needs_llm for a in pending) else None
     summaries = []

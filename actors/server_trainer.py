@@ -80,6 +80,9 @@ class RemoteTrainer:
     def topk(self, *args: Any) -> Any:
         return self._call("topk", *args)
 
+    def topk_and_nll(self, *args: Any) -> Any:
+        return self._call("topk_and_nll", *args)
+
     def train(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("train", *args, **kwargs)
 

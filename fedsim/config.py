@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedsim.errors import FedsimError
 
-ALGORITHMS = ("local", "fedavg_lora", "centralized", "fedavg_vector", "fedcot", "fedcollm", "centralized_llm")  # see fedsim.algorithms.REGISTRY
+ALGORITHMS = ("local", "fedavg_lora", "centralized", "fedavg_vector", "fedcot", "fedcollm", "centralized_llm",
+              "fedmkt")  # see fedsim.algorithms.REGISTRY
 
 
 class ConfigError(FedsimError, ValueError):
@@ -289,6 +290,25 @@ class FedCoLLMSettings(_Section):
     public_per_round: int | None = Field(None, ge=1, description="public examples per round (null: all)")
 
 
+class FedMKTSettings(_Section):
+    """FedMKT (algorithms.md §5): mutual distillation between the LLM and SLMs of other tokenizers on
+    the public examples, with top-k lists moved across tokenizers (vocabulary maps, DTW alignment)."""
+
+    kd_alpha: float = Field(0.9, ge=0, le=1, description="L = alpha L_LM + (1 - alpha) T^2 KL")
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(16, ge=1, description="logits kept per position in the lists that cross the wire")
+    strategy: Literal["greater", "weighted_mean"] = Field(
+        "greater", description="per example: the candidate with the lowest NLL per answer character, or the mixture")
+    llm_training: bool = Field(True, description="false: one way, LLM to SLM (the LLM's lists are sent once)")
+    aggregate_freq: int | None = Field(
+        None, ge=1, description="homogeneous: FedAvg of the SLM adapters every n rounds (one preset; null: never)")
+    public_epochs: int = Field(1, ge=1, description="client passes over the public examples per distillation")
+    server_epochs: int = Field(1, ge=1, description="LLM passes over the public examples per round")
+    align_on_server: bool = Field(
+        False, description="the server moves its lists onto each SLM's tokenizer (one-hot positions cost one entry)")
+    skip_unaligned: bool = Field(False, description="positions without a 1:1 next-token match get no KD term")
+
+
 class EngineConfig(_Section):
     """The Ray worker pool."""
 
@@ -326,6 +346,7 @@ class ExperimentConfig(_Section):
     fedcot: FedCoTSettings = Field(default_factory=FedCoTSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     fedcollm: FedCoLLMSettings = Field(default_factory=FedCoLLMSettings)
+    fedmkt: FedMKTSettings = Field(default_factory=FedMKTSettings)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     output_dir: str = "runs"
 
@@ -357,7 +378,7 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _server_learning_fits(self) -> "ExperimentConfig":
-        learning = [name for name in ("fedcollm", "centralized_llm") if name in self.algorithms]
+        learning = [name for name in ("fedcollm", "centralized_llm", "fedmkt") if name in self.algorithms]
         if not learning:
             return self
         if self.llm.backend != "hf":
@@ -373,6 +394,14 @@ class ExperimentConfig(_Section):
                 raise ValueError("fedcollm distils on the server's public examples: task.public_size must be >= 1")
             if self.task.source == "file" and not self.task.public_path:
                 raise ValueError("fedcollm distils on the server's public examples: give task.public_path")
+        if "fedmkt" in self.algorithms:
+            if self.task.source == "builtin" and self.task.public_size < 1:
+                raise ValueError("fedmkt distils on the public examples: task.public_size must be >= 1")
+            if self.task.source == "file" and not self.task.public_path:
+                raise ValueError("fedmkt distils on the public examples: give task.public_path")
+            if self.fedmkt.aggregate_freq is not None and len(self.clients.presets) != 1:
+                raise ValueError("fedmkt.aggregate_freq averages the SLM adapters: clients.presets must name "
+                                 f"exactly one preset (got {sorted(self.clients.presets)})")
         return self
 
     @model_validator(mode="after")

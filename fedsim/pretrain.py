@@ -15,10 +15,11 @@ with 1500 arithmetic steps x 128 first, 2000 question steps x 32 reach 91.5% exa
 reach 13% (a weak base that the clients' data can improve). Each stage uses AdamW with a 5% linear
 warm-up and cosine decay.
 
-The model is saved as a Hugging Face directory with a `pretrain.json` report (exact match on the
-test split, all four domains, in both decoding modes and per domain with rationales; the model is
-not trained to answer directly, so answer-only is for reference). The directory appears complete
-or not at all, and one holding a complete model is reused as it is unless `force` is given.
+The model is saved as a Hugging Face directory, with its preset's tokenizer and a `pretrain.json`
+report (the tokenizer's kind; exact match on the test split, all four domains, in both decoding
+modes and per domain with rationales; the model is not trained to answer directly, so answer-only
+is for reference). The directory appears complete or not at all, and one holding a complete model
+is reused as it is unless `force` is given.
 """
 from __future__ import annotations
 
@@ -101,6 +102,7 @@ class PretrainReport:
     accuracy_rationale: float  # writes its steps, then the answer ("Rationale:" prompt)
     accuracy_answer: float     # answers directly ("Answer:" prompt; not trained for it)
     accuracy_by_domain: dict[str, float] = field(default_factory=dict)  # rationale-then-answer, per domain
+    tokenizer: str = "bpe"  # the preset's built-in tokenizer (fedsim.models.tokenizer.TokenizerKind)
 
     def summary(self) -> str:
         """One line for the terminal."""
@@ -120,7 +122,7 @@ class PretrainReport:
 
 def load_report(out_dir: str | Path) -> PretrainReport | None:
     """The report of a complete pretrained model in `out_dir`, or None when there is none (reports
-    written before `domains` and `accuracy_by_domain` existed load with their defaults)."""
+    written before `domains`, `accuracy_by_domain` and `tokenizer` existed load with their defaults)."""
     path = Path(out_dir) / REPORT_FILE
     if not path.is_file():
         return None
@@ -136,30 +138,45 @@ def load_report(out_dir: str | Path) -> PretrainReport | None:
 
 def arithmetic_chains(tokenizer: Any, n: int, seed: int) -> dict[str, torch.Tensor]:
     """`n` random chains of ring arithmetic (one direction each), encoded for training with the
-    step results as the only targets."""
+    step results (every token of " 7": one with the BPE, two with the Unigram) as the only targets."""
     import numpy as np
+    import torch
 
-    from fedsim.data.task import RATIONALE_STEP_SEPARATOR, RING_SIZE
-    from fedsim.train.batching import right_padded
+    from fedsim.train.batching import IGNORE_INDEX, right_padded
 
-    equals = tokenizer.encode(" =", add_special_tokens=False)
-    if len(equals) != 1:
-        raise PretrainError("the tokenizer does not write ' =' as one token")
     rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        value, sign, steps = int(rng.integers(RING_SIZE)), ("+" if rng.random() < 0.5 else "-"), []
-        for _ in range(int(rng.integers(TRAIN_MIN_STEPS, TRAIN_MAX_STEPS + 1))):
-            move = int(rng.integers(1, RING_SIZE))
-            result = (value + move) % RING_SIZE if sign == "+" else (value - move) % RING_SIZE
-            steps.append(f"{value} {sign} {move} = {result}")
-            value = result
-        rows.append(tokenizer.encode(" " + RATIONALE_STEP_SEPARATOR.join(steps), add_special_tokens=False))
+    chains = [_chain_segments(rng) for _ in range(n)]
+    segments = [text for texts, _ in chains for text in texts]
+    pieces = iter(tokenizer(segments, add_special_tokens=False)["input_ids"])
+    rows, labels = [], []
+    for texts, is_result in chains:
+        encoded_texts = [next(pieces) for _ in texts]
+        rows.append([token for piece in encoded_texts for token in piece])
+        labels.append([token if result else IGNORE_INDEX
+                       for piece, result in zip(encoded_texts, is_result) for token in piece])
+    if rows[-1] != tokenizer.encode("".join(chains[-1][0]), add_special_tokens=False):  # one chain, as a check
+        raise PretrainError("the tokenizer does not split ring arithmetic at its spaces")
     encoded = right_padded(rows, tokenizer.pad_token_id)
-    after_equals = encoded["input_ids"].new_zeros(encoded["input_ids"].shape, dtype=bool)
-    after_equals[:, 1:] = encoded["input_ids"][:, :-1] == equals[0]
-    encoded["labels"][after_equals] = encoded["input_ids"][after_equals]
+    for row, targets in enumerate(labels):
+        encoded["labels"][row, : len(targets)] = torch.tensor(targets)
     return encoded
+
+
+def _chain_segments(rng: Any) -> tuple[list[str], list[bool]]:
+    """One random chain " 3 + 8 = 1 . 1 + 4 = 5" cut before each step result: the segments, and
+    which of them are results."""
+    from fedsim.data.task import RATIONALE_STEP_SEPARATOR, RING_SIZE
+
+    value, sign = int(rng.integers(RING_SIZE)), ("+" if rng.random() < 0.5 else "-")
+    texts, is_result = [], []
+    for step in range(int(rng.integers(TRAIN_MIN_STEPS, TRAIN_MAX_STEPS + 1))):
+        move = int(rng.integers(1, RING_SIZE))
+        result = (value + move) % RING_SIZE if sign == "+" else (value - move) % RING_SIZE
+        lead = RATIONALE_STEP_SEPARATOR.rstrip() if step else ""
+        texts += [f"{lead} {value} {sign} {move} =", f" {result}"]
+        is_result += [False, True]
+        value = result
+    return texts, is_result
 
 
 def stage_two_questions(settings: PretrainSettings) -> list[Example]:
@@ -226,8 +243,7 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings, threads: int | Non
 
     from fedsim.config import TaskConfig
     from fedsim.data.task import DOMAINS, generate_examples
-    from fedsim.models.presets import build_model, num_parameters, save_pretrained
-    from fedsim.models.tokenizer import builtin_tokenizer
+    from fedsim.models.presets import PRESETS, load_model, num_parameters, save_pretrained
     from fedsim.train.batching import encode_for_training
     from fedsim.train.evaluate import exact_match
 
@@ -236,8 +252,7 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings, threads: int | Non
         raise PretrainError(f"threads must be at least 1, got {threads}")
     s = settings
     torch.set_num_threads(threads or available_cpus())
-    tokenizer = builtin_tokenizer()
-    model = build_model(s.preset, tokenizer, s.seed)
+    model, tokenizer = load_model(s.preset, s.seed)
     generator = torch.Generator().manual_seed(s.seed)
     started = time.perf_counter()
     chains = arithmetic_chains(tokenizer, ARITHMETIC_CHAINS, s.seed)
@@ -265,7 +280,7 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings, threads: int | Non
 
     target = Path(out_dir)
     report = PretrainReport(s, num_parameters(model), train_seconds, final_loss, accuracy_rationale,
-                            accuracy_answer, accuracy_by_domain)
+                            accuracy_answer, accuracy_by_domain, PRESETS[s.preset].tokenizer)
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     save_pretrained(model, tokenizer, staging)

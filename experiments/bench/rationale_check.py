@@ -26,8 +26,7 @@ import torch
 
 from fedsim.data.task import generate_examples
 from fedsim.models.lora import LoraSettings, adapter_num_params, attach_lora
-from fedsim.models.presets import PRESETS, build_model, num_parameters
-from fedsim.models.tokenizer import builtin_tokenizer
+from fedsim.models.presets import PRESETS, load_model, num_parameters
 from fedsim.pretrain import PretrainSettings, ensure_pretrained
 from fedsim.train.batching import encode_for_training
 from fedsim.train.evaluate import exact_match
@@ -40,8 +39,7 @@ MAX_LEN = 160
 
 def train_and_evaluate(args: argparse.Namespace, method: str, target: str, train, test) -> dict:
     """Train one student and return its row of results."""
-    tokenizer = builtin_tokenizer()
-    model = build_model(str(args.base_dir) if args.base_steps else args.preset, tokenizer, args.seed)
+    model, tokenizer = load_model(str(args.base_dir) if args.base_steps else args.preset, args.seed)
     if method == "lora":
         model = attach_lora(model, LoraSettings(r=args.lora_r, alpha=2 * args.lora_r))
         trained = adapter_num_params(model)

@@ -12,6 +12,7 @@ REGISTRY: dict[str, str] = {
     "fedavg_vector": "fedsim.algorithms.synthetic:FedAvgVector",
     "fedcot": "fedsim.algorithms.fedcot:FedCoT",
     "fedcollm": "fedsim.algorithms.fedcollm:FedCoLLM",
+    "fedmkt": "fedsim.algorithms.fedmkt:FedMKT",
     "centralized_llm": "fedsim.algorithms.centralized_llm:CentralizedLLM",
 }
 

@@ -46,6 +46,7 @@ class ClientContext:
     tokenizer: Any = None
     dp_noise_multiplier: float | None = None  # DP-SGD noise for this client (None: no DP-SGD)
     llm: MeteredLLM | None = None  # the server LLM (algorithms with needs_llm); its traffic is counted
+    public: list = field(default_factory=list)  # the public examples (algorithms with public_on_clients)
 
     def received(self, kind: str) -> Any:
         """The payload of the download of `kind` (raises when the server sent none)."""
@@ -101,6 +102,7 @@ class Algorithm(ABC):
     summed_kind: str | None = None  # message kind summed across clients (secure aggregation applies)
     needs_llm: bool = False         # True when clients or the server step query the server LLM deployment
     needs_trainer: bool = False     # True when the server step trains models (a ServerTrainer is started)
+    public_on_clients: bool = False  # True when clients read the public examples (a public data set: not counted)
 
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config

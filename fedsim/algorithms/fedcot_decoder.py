@@ -40,13 +40,9 @@ def decoder_example(question: str, reply: str, gold: Example | None = None) -> E
 
 def load_decoder_base(name: str, seed: int) -> tuple[Any, Any]:
     """The model the decoder starts from (a preset built from `seed`, or a saved model) and its tokenizer."""
-    from fedsim.models.presets import PRESETS, build_model, load_pretrained
-    from fedsim.models.tokenizer import builtin_tokenizer
+    from fedsim.models.presets import load_model
 
-    if name in PRESETS:
-        tokenizer = builtin_tokenizer()
-        return build_model(name, tokenizer, seed), tokenizer
-    return load_pretrained(name)
+    return load_model(name, seed)
 
 
 @dataclass

@@ -52,9 +52,9 @@ class FederatedData:
                 weights, self.min_steps, self.max_steps)
         return self._cache[client]
 
-    def for_workers(self) -> "FederatedData":
-        """What the workers need: everything but the server's public examples."""
-        return dataclasses.replace(self, public=[], _cache={})
+    def for_workers(self, keep_public: bool = False) -> "FederatedData":
+        """What the workers need: everything but the public examples, unless the clients read them."""
+        return dataclasses.replace(self, public=self.public if keep_public else [], _cache={})
 
     def pooled_examples(self) -> list[Example]:
         """Every client's examples together (the centralized upper bound)."""

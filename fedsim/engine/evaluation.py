@@ -84,9 +84,14 @@ class Evaluator:
         if self.algorithm.keeps_client_state:
             counts = self._starting_client_counts(globals_by_preset) if completed == 0 else \
                 self.client_counts(globals_by_preset, worker_of)
+            presets = {c: self.profiles.preset_of(c) for c in self.clients}
             for mode in self.modes:
-                fields[f"accuracy/{mode}"] = float(np.mean([client_accuracy(counts[c][mode], mixtures[c])
-                                                            for c in self.clients]))
+                accuracy = {c: client_accuracy(counts[c][mode], mixtures[c]) for c in self.clients}
+                fields[f"accuracy/{mode}"] = float(np.mean(list(accuracy.values())))
+                if len(set(presets.values())) > 1:  # heterogeneous clients: each architecture's mean too
+                    for preset in sorted(set(presets.values())):
+                        fields[f"accuracy_by_preset/{preset}/{mode}"] = float(np.mean(
+                            [value for c, value in accuracy.items() if presets[c] == preset]))
         else:
             per_preset = self._global_counts(globals_by_preset)
             for mode in self.modes:

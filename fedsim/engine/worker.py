@@ -103,14 +103,9 @@ class WorkerRuntime:
         if preset not in self.models:
             from fedsim.algorithms.server_models import lora_settings
             from fedsim.models.lora import attach_lora, get_adapter
-            from fedsim.models.presets import PRESETS, build_model, load_pretrained
-            from fedsim.models.tokenizer import builtin_tokenizer
+            from fedsim.models.presets import load_model
 
-            if preset in PRESETS:
-                tokenizer = builtin_tokenizer()
-                model = build_model(preset, tokenizer, base_seed(self.config.seed, preset))
-            else:
-                model, tokenizer = load_pretrained(preset)
+            model, tokenizer = load_model(preset, base_seed(self.config.seed, preset))
             seed_torch_global(self.config.seed, SERVER, 0, f"lora-init/{preset}")
             model = attach_lora(model, lora_settings(self.config.lora))
             self.models[preset] = (model, tokenizer)
@@ -147,7 +142,7 @@ class WorkerRuntime:
             llm = MeteredLLM(self.llm, task.client, self.config.llm) if self.llm is not None else None
             ctx = ClientContext(task.client, task.round_index, self.config, task.preset, examples, task.downloads,
                                 state, globals_by_preset.get(task.preset), model, tokenizer,
-                                task.dp_noise_multiplier, llm)
+                                task.dp_noise_multiplier, llm, self.data.public)
             outcome = self.algorithm.client_step(ctx)
             if llm is not None:  # the client's LLM traffic, as the metered client made it
                 llm_messages, outcome.llm_seconds = llm.take()

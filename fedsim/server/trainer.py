@@ -18,8 +18,7 @@ import torch
 
 from fedsim.comm import SERVER
 from fedsim.models.lora import LoraSettings, attach_lora, get_adapter, set_adapter
-from fedsim.models.presets import PRESETS, build_model, load_pretrained
-from fedsim.models.tokenizer import builtin_tokenizer
+from fedsim.models.presets import load_model
 from fedsim.models.topk import TopKResult
 from fedsim.rng import base_seed, stream_seed, torch_stream
 from fedsim.server.engines import Engine, import_deepspeed, make_engine
@@ -28,6 +27,7 @@ from fedsim.train.batching import encode_for_training
 from fedsim.train.distill import KD_REDUCTION, distillation_objective, sparse_kd_loss, teacher_batch
 from fedsim.train.evaluate import domain_counts
 from fedsim.train.local import minibatches
+from fedsim.train.selective import topk_and_answer_nll
 from fedsim.train.losses import causal_lm_loss
 
 
@@ -76,11 +76,7 @@ class ServerTrainer:
         adapter under `name`."""
         if name in self._slots:
             raise ServerTrainerError(f"the server trainer already holds a model named {name!r}")
-        if model in PRESETS:
-            tokenizer = builtin_tokenizer()
-            base = build_model(model, tokenizer, base_seed(self.seed, model))
-        else:
-            base, tokenizer = load_pretrained(model)
+        base, tokenizer = load_model(model, base_seed(self.seed, model))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(self.seed, SERVER, 0, f"lora-init/{model}"))
             peft_model = attach_lora(base, lora)
@@ -116,27 +112,19 @@ class ServerTrainer:
     def topk(self, name: str, encoded: dict[str, torch.Tensor], k: int, batch_size: int) -> list[TopKResult]:
         """The k largest raw logits (fp16, descending) at every non-pad position of each right-padded
         row of `encoded` (input_ids, attention_mask), computed in eval mode in batches."""
+        return self.topk_and_nll(name, encoded, k, batch_size)[0]
+
+    def topk_and_nll(self, name: str, encoded: dict[str, torch.Tensor], k: int,
+                     batch_size: int) -> tuple[list[TopKResult], np.ndarray]:
+        """`topk`, and each row's summed NLL of its target tokens (FedMKT's selection metric; NaN
+        when `encoded` has no labels)."""
         slot = self._slot(name)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ServerTrainerError(f"top-k needs an int k >= 1, got {k!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ServerTrainerError(f"top-k needs an int batch_size >= 1, got {batch_size!r}")
-        lengths = encoded["attention_mask"].sum(dim=1).tolist()
         slot.model.eval()
-        results: list[TopKResult] = []
-        with torch.no_grad():
-            for start in range(0, len(lengths), batch_size):
-                rows = torch.arange(start, min(start + batch_size, len(lengths)))
-                logits, _ = self._logits(slot, encoded, rows)
-                if k > logits.shape[-1]:
-                    raise ServerTrainerError(f"top-k k={k} exceeds model {name!r}'s vocabulary ({logits.shape[-1]})")
-                values, ids = logits.float().topk(k, dim=-1)
-                values = values.to(torch.float16).cpu().numpy()
-                ids = ids.to(torch.int32).cpu().numpy()
-                results += [TopKResult(ids=np.ascontiguousarray(ids[row, :n]),
-                                       values=np.ascontiguousarray(values[row, :n]))
-                            for row, n in enumerate(lengths[start: start + len(rows)])]
-        return results
+        try:
+            with torch.no_grad():
+                return topk_and_answer_nll(lambda rows: self._logits(slot, encoded, rows), encoded, k, batch_size)
+        except ValueError as error:
+            raise ServerTrainerError(f"model {name!r}: {error}") from None
 
     def train(
         self,
@@ -148,11 +136,12 @@ class ServerTrainer:
         epochs: int | None = None,
         steps: int | None = None,
         batch_size: int | None = None,
+        lm_weight: float = 1.0,
     ) -> TrainReport:
         """`epochs` (default `settings.epochs`) passes over the rows of `encoded` (input_ids,
         attention_mask, labels) in shuffled minibatches of `batch_size` (default `settings.batch_size`;
-        a short tail is skipped), or exactly `steps` minibatches when given, minimising L_LM, plus
-        kd_lambda * T^2 * KL toward `teacher` (one TopKResult per row) when given."""
+        a short tail is skipped), or exactly `steps` minibatches when given, minimising
+        lm_weight * L_LM, plus kd_lambda * T^2 * KL toward `teacher` (one TopKResult per row) when given."""
         slot = self._slot(name)
         num_rows = int(encoded["input_ids"].shape[0])
         self._check_teacher(teacher, encoded, kd_lambda, temperature)
@@ -181,7 +170,9 @@ class ServerTrainer:
                         kd_target = teacher_batch([teacher[row] for row in rows.tolist()], width, logits.shape[-1])
                         kd_loss, _ = sparse_kd_loss(logits, kd_target.to(slot.engine.device), labels, temperature)
                         kd_losses.append(kd_loss.item())
-                        loss = distillation_objective(loss, kd_loss, kd_lambda, temperature)
+                        loss = distillation_objective(loss, kd_loss, kd_lambda, temperature, lm_weight)
+                    elif lm_weight != 1.0:
+                        loss = lm_weight * loss
                     slot.engine.step(loss)
                     objectives.append(loss.item())
                 epoch_losses.append(sum(objectives) / len(objectives))

@@ -15,6 +15,8 @@ import torch
 
 from fedsim.models.topk import TopKResult
 from fedsim.train.batching import IGNORE_INDEX
+from fedsim.train.local import check_steps, minibatches, optimizer_step
+from fedsim.train.losses import causal_lm_loss
 
 KD_REDUCTION = "mean over answer positions"  # P = {t : label[t+1] != -100}, pooled over the batch
 
@@ -112,7 +114,58 @@ def sparse_kd_loss(
 
 
 def distillation_objective(
-    lm_loss: torch.Tensor, kd_loss: torch.Tensor, kd_lambda: float, temperature: float
+    lm_loss: torch.Tensor, kd_loss: torch.Tensor, kd_lambda: float, temperature: float, lm_weight: float = 1.0
 ) -> torch.Tensor:
-    """L = L_LM + lambda * T^2 * KL (T^2 keeps the KD gradient scale comparable when T != 1; it is 1 at T = 1)."""
-    return lm_loss + kd_lambda * temperature**2 * kd_loss
+    """L = lm_weight * L_LM + lambda * T^2 * KL (T^2 keeps the KD gradient scale comparable when T != 1;
+    it is 1 at T = 1). FedCoLLM uses lm_weight 1; FedMKT's alpha L_LM + (1 - alpha) T^2 KL is
+    lm_weight alpha, lambda 1 - alpha."""
+    return lm_weight * lm_loss + kd_lambda * temperature**2 * kd_loss
+
+
+@dataclass(frozen=True)
+class DistillStats:
+    """What a call to distill_steps did."""
+
+    steps: int
+    samples: int
+    mean_lm_loss: float
+    mean_kd_loss: float
+
+
+def distill_steps(
+    model: torch.nn.Module,
+    encoded: dict[str, torch.Tensor],
+    teachers: Sequence[TopKResult],
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    batch_size: int,
+    generator: torch.Generator,
+    kd_lambda: float,
+    temperature: float,
+    lm_weight: float = 1.0,
+    max_grad_norm: float | None = 1.0,
+) -> DistillStats:
+    """`steps` optimizer steps of distillation_objective on minibatches of `encoded` (one teacher
+    TopKResult per row), drawn by fedsim.train.local.minibatches; each batch is trimmed to its longest row."""
+    check_steps(steps, batch_size)
+    num_rows = int(encoded["input_ids"].shape[0])
+    if len(teachers) != num_rows:
+        raise ValueError(f"{len(teachers)} teacher rows for {num_rows} training rows")
+    model.train()
+    batches = minibatches(num_rows, batch_size, generator)
+    lm_losses, kd_losses = [], []
+    for _ in range(steps):
+        rows = next(batches)
+        attention_mask = encoded["attention_mask"][rows]
+        width = int(attention_mask.sum(dim=1).max())
+        labels = encoded["labels"][rows, :width]
+        logits = model(input_ids=encoded["input_ids"][rows, :width], attention_mask=attention_mask[:, :width]).logits
+        lm_loss = causal_lm_loss(logits, labels)
+        target = teacher_batch([teachers[row] for row in rows.tolist()], width, logits.shape[-1])
+        kd_loss, _ = sparse_kd_loss(logits, target, labels, temperature)
+        optimizer_step(optimizer, distillation_objective(lm_loss, kd_loss, kd_lambda, temperature, lm_weight),
+                       max_grad_norm)
+        lm_losses.append(lm_loss.item())
+        kd_losses.append(kd_loss.item())
+    return DistillStats(steps=steps, samples=steps * min(batch_size, num_rows),
+                        mean_lm_loss=sum(lm_losses) / steps, mean_kd_loss=sum(kd_losses) / steps)

@@ -10,8 +10,10 @@ from fedsim.models.presets import (
     architecture_key,
     build_model,
     check_model_name,
+    load_model,
     load_pretrained,
     model_directory,
+    model_tokenizer,
     num_parameters,
     save_pretrained,
 )
@@ -20,9 +22,9 @@ from fedsim.pretrain import load_report
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_parameter_counts_match_the_names(name, tokenizer):
-    millions = float(re.search(r"-([\d.]+)m$", name).group(1))
-    count = num_parameters(build_model(name, tokenizer, seed=0))
+def test_parameter_counts_match_the_names(name):
+    millions = float(re.search(r"-([\d.]+)m(-uni)?$", name).group(1))
+    count = num_parameters(build_model(name, model_tokenizer(name), seed=0))
     assert 0.8 * millions * 1e6 <= count <= 1.25 * millions * 1e6, count
 
 
@@ -65,12 +67,16 @@ def test_model_path_errors(tmp_path, tokenizer):
         build_model("not-a-preset-or-path", tokenizer, seed=0)
 
 
-@pytest.mark.parametrize("name, preset", [("llama-0.3m-pt", "llama-0.3m"), ("llama-1m-teacher", "llama-1m")])
-def test_the_shipped_pretrained_bases_load_with_their_reports(name, preset):
+@pytest.mark.parametrize("name, preset, kind", [("llama-0.3m-pt", "llama-0.3m", "bpe"),
+                                                ("llama-1m-teacher", "llama-1m", "bpe"),
+                                                ("gpt2-0.3m-uni-pt", "gpt2-0.3m-uni", "unigram")])
+def test_the_shipped_pretrained_bases_load_with_their_reports(name, preset, kind):
     model, tokenizer = load_pretrained(name)
     report = load_report(model_directory(name))
-    assert report is not None and report.settings.preset == preset
-    assert num_parameters(model) == report.num_parameters and len(tokenizer) == len(builtin_tokenizer())
+    assert report is not None and report.settings.preset == preset and report.tokenizer == kind
+    assert num_parameters(model) == report.num_parameters
+    assert tokenizer.get_vocab() == builtin_tokenizer(kind).get_vocab()
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
     assert architecture_key(name) == name
 
 

@@ -1,7 +1,7 @@
-"""Tests of the built-in tokenizer."""
+"""Tests of the built-in tokenizers: the BPE (the `tokenizer` fixture) and the Unigram."""
 from fedsim.data.prompts import render_prompt, render_target
 from fedsim.data.task import generate_examples, vocabulary_words
-from fedsim.models.tokenizer import builtin_tokenizer, train_tokenizer
+from fedsim.models.tokenizer import builtin_corpus, builtin_tokenizer, train_tokenizer, train_unigram_tokenizer
 
 
 def test_every_generator_word_is_one_token(tokenizer):
@@ -35,3 +35,73 @@ def test_train_tokenizer_on_other_text():
     ids = trained.encode(" cat 12", add_special_tokens=False)
     assert trained.decode(ids) == " cat 12"
     assert trained.convert_ids_to_tokens(ids)[0] == "Ġcat"
+
+
+UNIGRAM_SPECIALS = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
+
+
+def random_text(rng, length):
+    """Text mixing the task's words, digits, whitespace and characters from every Unicode plane
+    (no '▁': a literal one reads back as a space, as in every SentencePiece tokenizer)."""
+    alphabet = [" ", "  ", "\n", "\t", " the", " 7", "42", "Zürich", "naïve", "€", "日本", "😀", "ǅ", "\x00"]
+    for _ in range(length):
+        if rng.random() < 0.5:
+            yield alphabet[rng.integers(len(alphabet))]
+        else:
+            code = int(rng.integers(0x20, 0x10FFFF))
+            if not 0xD800 <= code <= 0xDFFF and chr(code) != "▁":
+                yield chr(code)
+
+
+def test_unigram_round_trips_any_text_without_unknown_tokens():
+    import numpy as np
+
+    unigram = builtin_tokenizer("unigram")
+    rng = np.random.default_rng(0)
+    texts = ["".join(random_text(rng, 40)) for _ in range(200)]
+    texts += [render_prompt(e, m) + render_target(e, m) for e in generate_examples(20, seed=1, split="test")
+              for m in ("answer", "rationale")]
+    for text in texts:
+        ids = unigram.encode(text, add_special_tokens=False)
+        assert unigram.unk_token_id not in ids, text
+        assert unigram.decode(ids) == text
+
+
+def test_unigram_specials_vocabulary_and_digits():
+    unigram = builtin_tokenizer("unigram")
+    assert {token: unigram.convert_tokens_to_ids(token) for token in UNIGRAM_SPECIALS} == UNIGRAM_SPECIALS
+    assert (unigram.pad_token, unigram.eos_token, unigram.unk_token) == tuple(UNIGRAM_SPECIALS)
+    assert len(unigram) == 600 and unigram.backend_tokenizer.model.__class__.__name__ == "Unigram"
+    pieces = set(unigram.get_vocab())
+    assert {f"<0x{byte:02X}>" for byte in range(256)} <= pieces  # byte fallback covers every byte
+    assert not any("▁" in piece[1:] for piece in pieces)  # '▁' only starts a word
+    digit_pieces = {piece for piece in pieces if any(ch.isdigit() for ch in piece) and not piece.startswith("<0x")}
+    assert digit_pieces == set("0123456789")
+    assert unigram.convert_ids_to_tokens(unigram.encode(" 1234 = 7", add_special_tokens=False)) == [
+        "▁", "1", "2", "3", "4", "▁", "=", "▁", "7"]
+    assert builtin_tokenizer("unigram") is unigram  # cached per kind
+
+
+def test_unigram_differs_from_the_bpe(tokenizer):
+    unigram = builtin_tokenizer("unigram")
+    sentence = "Question: Mia starts at mark 3. Which mark does Mia see now?\nRationale: 3 + 4 = 7 #### 7"
+    bpe_tokens = tokenizer.convert_ids_to_tokens(tokenizer.encode(sentence, add_special_tokens=False))
+    unigram_tokens = unigram.convert_ids_to_tokens(unigram.encode(sentence, add_special_tokens=False))
+    assert "Ġmark" in bpe_tokens and "▁mark" in unigram_tokens and bpe_tokens != unigram_tokens
+    assert "Ġ7" in bpe_tokens and "▁7" not in unigram_tokens  # the Unigram splits '▁' from a digit
+    assert not any(token.startswith("Ġ") for token in unigram_tokens)
+    assert not any(token.startswith("▁") for token in bpe_tokens)
+    assert sum(piece.startswith("▁") for piece in unigram.get_vocab()) > 100
+
+
+def test_train_unigram_tokenizer_on_other_text():
+    trained = train_unigram_tokenizer(["the cat sat on 12 mats", "a cat and a mat"] * 20, vocab_size=300)
+    ids = trained.encode(" cat 12 ö", add_special_tokens=False)
+    assert trained.decode(ids) == " cat 12 ö" and trained.unk_token_id not in ids
+    assert trained.convert_ids_to_tokens(ids)[:4] == ["▁cat", "▁", "1", "2"] and len(trained) <= 300
+
+
+def test_train_unigram_tokenizer_is_deterministic():
+    texts = builtin_corpus()[:2000]
+    first, again = (train_unigram_tokenizer(texts).backend_tokenizer.to_str() for _ in range(2))
+    assert first == again

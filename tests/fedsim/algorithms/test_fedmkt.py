@@ -106,3 +106,13 @@ def test_killed_and_resumed_run_ends_with_the_same_rows_and_llm_adapter(teacher_
 def test_aggregation_needs_one_preset(teacher_dir):
     with pytest.raises(Exception, match="exactly one preset"):
         make_engine(teacher_dir, aggregate_freq=1)
+
+
+def test_fedmkt_needs_public_examples_and_a_trainable_llm():
+    base = {"algorithms": ["fedmkt"], "llm": {"model": "llama-1m-2dom"}}
+    with pytest.raises(Exception, match="fedmkt distils on the public examples: task.public_size"):
+        validate(base | {"task": {"public_size": 0}})
+    with pytest.raises(Exception, match="needs llm.backend hf"):
+        validate(base | {"task": {"public_size": 4}, "llm": {"model": "llama-1m-2dom", "backend": "openai",
+                                                             "backend_options": {"base_url": "http://x"}}})
+    assert validate(base | {"task": {"public_size": 4}}).fedmkt.strategy == "greater"

@@ -76,6 +76,7 @@ def test_a_file_task_reads_the_servers_public_examples_which_stay_off_the_worker
     assert [e.question for e in data.public] == [e.question for e in generate_examples(7, seed=2, split="public")]
     workers = data.for_workers()
     assert workers.public == [] and workers.client_examples(0) == data.client_examples(0)
+    assert data.for_workers(keep_public=True).public == data.public  # FedMKT: the clients read them
 
 
 def test_public_path_is_refused_for_the_builtin_task():

@@ -100,10 +100,8 @@ def main() -> None:
     public = engines["fedmkt"].data.public
     pair_coverage = {}
     for preset in presets:
-        slm_tokenizer = model_tokenizer(preset)
         for to_llm in (True, False):
-            transfer: ListTransfer = algorithm.list_transfer(to_llm, slm_tokenizer, public, algorithm.vocab_map(
-                *((slm_tokenizer, algorithm.llm_tokenizer) if to_llm else (algorithm.llm_tokenizer, slm_tokenizer))))
+            transfer: ListTransfer = algorithm.cached_transfer(to_llm, preset, public)
             identity = [_one_hot_lists(ids) for ids in transfer.sender_ids]
             pair_coverage[f"{preset} -> llm" if to_llm else f"llm -> {preset}"] = transfer.project(identity).coverage
     llm_vocab = len(algorithm.llm_tokenizer)

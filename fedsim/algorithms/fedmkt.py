@@ -48,6 +48,10 @@ class FedMKT(Algorithm):
     public_on_clients = True
     summed_kind = "adapter_delta"  # only in aggregation rounds (fedmkt.aggregate_freq)
 
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._transfers: dict[tuple[bool, str], Any] = {}  # (to_llm, preset) -> ListTransfer of the public set
+
     # --- shared by both sides -------------------------------------------------------------
     @cached_property
     def llm_tokenizer(self) -> Any:
@@ -64,6 +68,20 @@ class FedMKT(Algorithm):
         from fedsim.data.prompts import render_target
 
         return [len(render_target(example, self.config.train.target)) for example in examples]
+
+    def cached_transfer(self, to_llm: bool, preset: str, examples: list, vocab_map: np.ndarray | None = None) -> Any:
+        """`list_transfer` for a preset, built once per direction (the public examples do not change);
+        `vocab_map` defaults to the map between the two tokenizers."""
+        key = (to_llm, preset)
+        if key not in self._transfers:
+            from fedsim.models.presets import model_tokenizer
+
+            slm_tokenizer = model_tokenizer(preset)
+            if vocab_map is None:
+                vocab_map = self.vocab_map(*((slm_tokenizer, self.llm_tokenizer) if to_llm
+                                             else (self.llm_tokenizer, slm_tokenizer)))
+            self._transfers[key] = self.list_transfer(to_llm, slm_tokenizer, list(examples), vocab_map)
+        return self._transfers[key]
 
     def list_transfer(self, to_llm: bool, slm_tokenizer: Any, examples: list, vocab_map: np.ndarray) -> Any:
         """A ListTransfer of the public examples between the LLM's tokenization (rows of server.max_len)
@@ -85,7 +103,7 @@ class FedMKT(Algorithm):
 
     # --- server ---------------------------------------------------------------------------
     def initial_server_state(self) -> dict[str, Any]:
-        return {"llm_lists": None, "llm_nll": None, "aligned": {}, "global_round": -1,
+        return {"llm_lists": None, "llm_nll": None, "llm_wire": [], "aligned": {}, "global_round": -1,
                 "client_global": {}, "map_sent": [], "lists_sent": []}
 
     def prepare_trainer(self, trainer: Any) -> None:
@@ -101,11 +119,8 @@ class FedMKT(Algorithm):
             state["client_global"][client] = state["global_round"]
         if state["llm_lists"] is None or (not settings.llm_training and client in state["lists_sent"]):
             return messages
-        from fedsim.models.topk import RaggedTopK
-
-        lists = state["aligned"][preset] if settings.align_on_server else state["llm_lists"]
-        messages.append(Message(LLM_LISTS, SERVER, client, {
-            "topk": [RaggedTopK.from_topk(result) for result in lists], "nll_per_char": state["llm_nll"]}))
+        lists = state["aligned"][preset] if settings.align_on_server else state["llm_wire"]
+        messages.append(Message(LLM_LISTS, SERVER, client, {"topk": lists, "nll_per_char": state["llm_nll"]}))
         if not settings.llm_training:
             state["lists_sent"] = sorted({*state["lists_sent"], client})
         if not settings.align_on_server and client not in state["map_sent"]:
@@ -135,7 +150,6 @@ class FedMKT(Algorithm):
 
     def _train_llm(self, ctx: ServerContext, rows: dict, chars: list[int]) -> None:
         """Steps 4-6: the SLMs' lists on the LLM's tokenization, then the LLM's selective distillation."""
-        from fedsim.models.presets import model_tokenizer
         from fedsim.train.selective import select_teachers
 
         settings, trainer = self.config.fedmkt, ctx.trainer
@@ -145,7 +159,7 @@ class FedMKT(Algorithm):
             upload = next((m.payload for m in outcome.messages if m.kind == SLM_LISTS), None)
             if upload is None:
                 continue
-            transfer = self._slm_to_llm(upload["preset"], model_tokenizer, ctx.public)
+            transfer = self.cached_transfer(True, upload["preset"], ctx.public)
             projection = transfer.project([result.to_topk(settings.top_k) for result in upload["topk"]])
             candidates.append(projection.lists)
             scores.append(np.asarray(upload["nll_per_char"], dtype=np.float64))
@@ -159,33 +173,24 @@ class FedMKT(Algorithm):
             "llm_taught_by_slms": float(taught[1:].sum() / max(1.0, taught.sum())),
             "coverage_slm_to_llm": matched / predicting if predicting else 0.0})
 
-    def _slm_to_llm(self, preset: str, model_tokenizer: Any, public: list) -> Any:
-        """The SLM-to-LLM transfer of the public examples (built once per preset)."""
-        cache = self.__dict__.setdefault("_slm_to_llm_transfers", {})
-        if preset not in cache:
-            slm_tokenizer = model_tokenizer(preset)
-            cache[preset] = self.list_transfer(True, slm_tokenizer, list(public),
-                                           self.vocab_map(slm_tokenizer, self.llm_tokenizer))
-        return cache[preset]
-
     def _store_llm_lists(self, ctx: ServerContext, rows: dict, chars: list[int]) -> None:
-        """The LLM's lists and NLL per answer character on D_p; moved onto each preset's tokenization
-        too when the server aligns."""
-        from fedsim.models.presets import model_tokenizer
+        """The LLM's lists and NLL per answer character on D_p, and their wire form (made once, sent
+        to every client): ragged lists on the LLM's tokens, or moved onto each preset's tokens when the
+        server aligns."""
+        from fedsim.models.topk import RaggedTopK
         from fedsim.train.selective import per_character
 
         lists, nll = ctx.trainer.topk_and_nll(LLM, rows, self.config.fedmkt.top_k, self.config.server.batch_size)
         ctx.state["llm_lists"], ctx.state["llm_nll"] = lists, per_character(nll, chars).astype(np.float32)
-        if self.config.fedmkt.align_on_server:
-            aligned = {}
-            for preset in self.config.clients.presets:
-                slm_tokenizer = model_tokenizer(preset)
-                transfer = self.list_transfer(False, slm_tokenizer, list(ctx.public),
-                                          self.vocab_map(self.llm_tokenizer, slm_tokenizer))
-                projection = transfer.project(lists)
-                aligned[preset] = projection.lists
-                ctx.metrics[f"coverage_llm_to/{preset}"] = projection.coverage
-            ctx.state["aligned"] = aligned
+        if not self.config.fedmkt.align_on_server:
+            ctx.state["llm_wire"] = [RaggedTopK.from_topk(result) for result in lists]
+            return
+        aligned = {}
+        for preset in self.config.clients.presets:
+            projection = self.cached_transfer(False, preset, ctx.public).project(lists)
+            aligned[preset] = [RaggedTopK.from_topk(result) for result in projection.lists]
+            ctx.metrics[f"coverage_llm_to/{preset}"] = projection.coverage
+        ctx.state["aligned"] = aligned
 
     def evaluate_server(self, trainer: Any, test: list) -> dict[str, float]:
         return evaluate_llm(self.config, trainer, test)
@@ -238,10 +243,7 @@ class FedMKT(Algorithm):
     def _client_transfer(self, ctx: ClientContext) -> Any:
         """LLM-to-SLM transfer of the public examples with the map the server sent this client (built
         once per preset on a worker: every client of a preset receives the same map)."""
-        cache = self.__dict__.setdefault("_llm_to_slm_transfers", {})
-        if ctx.preset not in cache:
-            cache[ctx.preset] = self.list_transfer(False, ctx.tokenizer, ctx.public, ctx.state["vocab_map"])
-        return cache[ctx.preset]
+        return self.cached_transfer(False, ctx.preset, ctx.public, ctx.state["vocab_map"])
 
     def _distill_from_llm(self, ctx: ClientContext, rows: dict, chars: list[int], llm_lists: list,
                           llm_nll: np.ndarray) -> dict[str, float]:
@@ -284,18 +286,13 @@ def _topk_and_nll(model: Any, rows: dict, k: int, batch_size: int) -> tuple[list
     """The worker model's top-k lists and summed answer NLL on `rows`, in eval mode."""
     import torch
 
+    from fedsim.train.local import batch_logits
     from fedsim.train.selective import topk_and_answer_nll
-
-    def logits_of(batch: torch.Tensor) -> tuple[torch.Tensor, int]:
-        attention_mask = rows["attention_mask"][batch]
-        width = int(attention_mask.sum(dim=1).max())
-        output = model(input_ids=rows["input_ids"][batch, :width], attention_mask=attention_mask[:, :width])
-        return output.logits, width
 
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return topk_and_answer_nll(logits_of, rows, k, batch_size)
+            return topk_and_answer_nll(lambda batch: batch_logits(model, rows, batch), rows, k, batch_size)
     finally:
         model.train(was_training)

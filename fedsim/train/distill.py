@@ -15,7 +15,7 @@ import torch
 
 from fedsim.models.topk import TopKResult
 from fedsim.train.batching import IGNORE_INDEX
-from fedsim.train.local import check_steps, minibatches, optimizer_step
+from fedsim.train.local import batch_logits, check_steps, minibatches, optimizer_step
 from fedsim.train.losses import causal_lm_loss
 
 KD_REDUCTION = "mean over answer positions"  # P = {t : label[t+1] != -100}, pooled over the batch
@@ -156,10 +156,8 @@ def distill_steps(
     lm_losses, kd_losses = [], []
     for _ in range(steps):
         rows = next(batches)
-        attention_mask = encoded["attention_mask"][rows]
-        width = int(attention_mask.sum(dim=1).max())
+        logits, width = batch_logits(model, encoded, rows)
         labels = encoded["labels"][rows, :width]
-        logits = model(input_ids=encoded["input_ids"][rows, :width], attention_mask=attention_mask[:, :width]).logits
         lm_loss = causal_lm_loss(logits, labels)
         target = teacher_batch([teachers[row] for row in rows.tolist()], width, logits.shape[-1])
         kd_loss, _ = sparse_kd_loss(logits, target, labels, temperature)

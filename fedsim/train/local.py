@@ -45,13 +45,18 @@ def minibatches(num_rows: int, batch_size: int, generator: torch.Generator) -> I
             yield order[position: position + batch_size]
 
 
+def batch_logits(model: torch.nn.Module, encoded: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Logits of `rows` of `encoded`, trimmed to their longest row, and that width."""
+    attention_mask = encoded["attention_mask"][rows]
+    width = int(attention_mask.sum(dim=1).max())
+    return model(input_ids=encoded["input_ids"][rows, :width], attention_mask=attention_mask[:, :width]).logits, width
+
+
 def batch_loss(model: torch.nn.Module, encoded: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Token-mean causal-LM loss of `rows` of `encoded` (trimmed to their longest row) and its
     number of target tokens."""
-    attention_mask = encoded["attention_mask"][rows]
-    width = int(attention_mask.sum(dim=1).max())
+    logits, width = batch_logits(model, encoded, rows)
     labels = encoded["labels"][rows, :width]
-    logits = model(input_ids=encoded["input_ids"][rows, :width], attention_mask=attention_mask[:, :width]).logits
     return causal_lm_loss(logits, labels), int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 

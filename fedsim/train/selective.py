@@ -97,7 +97,8 @@ def select_teachers(
         teachers = [_with_self_fallback(candidates[int(m)][n], candidates[0][n]) for n, m in enumerate(best)]
         return teachers, np.bincount(best, minlength=len(candidates)).astype(np.float64)
     rewards = np.exp(-scores)
-    weights = np.exp(rewards - rewards.max(axis=0)) / np.exp(rewards - rewards.max(axis=0)).sum(axis=0)
+    shifted = np.exp(rewards - rewards.max(axis=0))
+    weights = shifted / shifted.sum(axis=0)  # softmax over the candidates of the rewards
     teachers = [_mixture([c[n] for c in candidates], weights[:, n], temperature) for n in range(scores.shape[1])]
     return teachers, weights.sum(axis=1)
 

@@ -13,6 +13,7 @@ from fedsim.models.lora import LoraSettings
 from fedsim.server.settings import ServerTrainerSettings
 from fedsim.server.trainer import ServerTrainer
 from serve.inprocess import InProcessLLM
+from server_runs import assert_same_llm_adapter, comparable, run_to_end
 
 LORA = {"r": 4, "alpha": 8, "target_modules": "all-linear"}
 
@@ -33,10 +34,6 @@ def make_engine(teacher_dir, run_dir=None, algorithm="fedcollm", **sections):
     executor = InProcessExecutor(config, algorithm, data, run_dir, llm=endpoint)
     return RoundEngine(config, algorithm, data, executor, run_dir, endpoint, trainer), endpoint, trainer
 
-
-def comparable(rows):
-    skip = ("wall_s", "server_step_s", "sim_round_s", "sim_time_s", "llm_adapter_version")
-    return [{k: v for k, v in row.items() if k not in skip} for row in rows]
 
 
 def test_a_round_distils_both_ways_publishes_and_sends_only_slm_adapters(teacher_dir):
@@ -64,19 +61,16 @@ def test_a_round_distils_both_ways_publishes_and_sends_only_slm_adapters(teacher
 def test_killed_and_resumed_run_ends_with_the_same_metrics_and_llm_adapter(teacher_dir, tmp_path):
     straight, _, straight_trainer = make_engine(teacher_dir)
     straight.evaluate_start()
-    while not straight.done:
-        straight.run_round()
+    run_to_end(straight)
     first, _, _ = make_engine(teacher_dir, str(tmp_path))
     first.evaluate_start()
     first.run_round()
     first.run_round()  # killed here: a fresh process picks the run folder up
     resumed, endpoint, trainer = make_engine(teacher_dir, str(tmp_path))
     assert resumed.restore() and resumed.completed == 2
-    while not resumed.done:
-        resumed.run_round()
+    run_to_end(resumed)
     assert comparable(resumed.rows) == comparable(straight.rows)
-    for name, value in straight_trainer.get_adapter(LLM).items():
-        np.testing.assert_array_equal(trainer.get_adapter(LLM)[name], value)
+    assert_same_llm_adapter(trainer, straight_trainer)
     assert "llm_accuracy/rationale" in resumed.rows[-1] and "accuracy" in resumed.rows[-1]
 
 

@@ -13,6 +13,7 @@ from fedsim.engine.inprocess import InProcessExecutor
 from fedsim.server.settings import ServerTrainerSettings
 from fedsim.server.trainer import ServerTrainer
 from serve.inprocess import InProcessLLM
+from server_runs import assert_same_llm_adapter, comparable, run_to_end
 
 LORA = {"r": 4, "alpha": 8, "target_modules": "all-linear"}
 PRESETS = {"llama-0.3m": 0.5, "gpt2-0.3m-uni": 0.5}
@@ -32,10 +33,6 @@ def make_engine(teacher_dir, run_dir=None, presets=PRESETS, committed_round=0, r
     executor = InProcessExecutor(config, "fedmkt", data, run_dir, committed_round=committed_round, llm=endpoint)
     return RoundEngine(config, "fedmkt", data, executor, run_dir, endpoint, trainer), trainer
 
-
-def comparable(rows):
-    skip = ("wall_s", "server_step_s", "sim_round_s", "sim_time_s", "llm_adapter_version")
-    return [{k: v for k, v in row.items() if k not in skip} for row in rows]
 
 
 def test_lists_go_both_ways_and_are_counted_where_they_cross(teacher_dir):
@@ -88,18 +85,15 @@ def test_homogeneous_rounds_average_the_adapters(teacher_dir):
 def test_killed_and_resumed_run_ends_with_the_same_rows_and_llm_adapter(teacher_dir, tmp_path):
     straight, straight_trainer = make_engine(teacher_dir)
     straight.evaluate_start()
-    while not straight.done:
-        straight.run_round()
+    run_to_end(straight)
     first, _ = make_engine(teacher_dir, str(tmp_path))
     first.evaluate_start()
     first.run_round()  # killed after this round: a fresh process picks the run folder up
     resumed, trainer = make_engine(teacher_dir, str(tmp_path), committed_round=1)  # the clients' state of round 0
     assert resumed.restore() and resumed.completed == 1
-    while not resumed.done:
-        resumed.run_round()
+    run_to_end(resumed)
     assert comparable(resumed.rows) == comparable(straight.rows)
-    for name, value in straight_trainer.get_adapter(LLM).items():
-        np.testing.assert_array_equal(trainer.get_adapter(LLM)[name], value)
+    assert_same_llm_adapter(trainer, straight_trainer)
     assert "llm_accuracy/answer" in resumed.rows[-1] and "accuracy" in resumed.rows[-1]
 
 

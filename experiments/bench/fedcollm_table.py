@@ -14,10 +14,7 @@ FedCoLLM, and the server step's wall time per round. Prints a table, writes JSON
 from __future__ import annotations
 
 import os
-import sys
 
-# This folder holds serve.py: drop it from sys.path so that `import serve` finds the package.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402

@@ -29,26 +29,21 @@ Prints the table and writes experiments/bench/results/fedcot_table.json.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
-import sys
+import platform
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
-# This folder holds serve.py: drop it from sys.path so that `import serve` finds the package.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from fedsim.algorithms.fedcot import (  # noqa: E402
+from fedsim.algorithms.fedcot import (
     FedCoT,
     TeacherSide,
     decode_targets,
@@ -57,16 +52,16 @@ from fedsim.algorithms.fedcot import (  # noqa: E402
     parse_output,
     perturbed_prompts,
 )
-from fedsim.config import ExperimentConfig, validate  # noqa: E402
-from fedsim.data.federated import build_federated_data  # noqa: E402
-from fedsim.engine.coordinator import RoundEngine  # noqa: E402
-from fedsim.engine.inprocess import InProcessExecutor  # noqa: E402
-from fedsim.rng import numpy_stream  # noqa: E402
-from fedsim.models.presets import model_directory  # noqa: E402
-from fedsim.pretrain import ensure_pretrained  # noqa: E402
-from fedsim.teacher import TEACHER  # noqa: E402
-from serve.inprocess import InProcessLLM  # noqa: E402
-from fedsim.train.evaluate import exact_match  # noqa: E402
+from fedsim.config import ExperimentConfig, validate
+from fedsim.data.federated import build_federated_data
+from fedsim.engine.coordinator import RoundEngine
+from fedsim.engine.inprocess import InProcessExecutor
+from fedsim.rng import numpy_stream
+from fedsim.models.presets import model_directory
+from fedsim.pretrain import ensure_pretrained
+from fedsim.teacher import TEACHER
+from serve.inprocess import InProcessLLM
+from fedsim.train.evaluate import exact_match
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fedcot_table.json"
 EPS_GRID = (math.inf, 8.0, 2.0)

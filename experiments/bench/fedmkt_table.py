@@ -1,7 +1,9 @@
 """FedMKT against its reference rows, on the setup of experiments/fedmkt.yaml, in process.
 
 SLM rows, per SLM type (each on its own tokenizer; mean accuracy of that type's clients on their own
-domains): the untrained start, local training alone, after FedMKT. LLM rows (exact match over all
+domains): the untrained start, local training alone, after FedMKT, and the centralized upper bound
+(one model of that type trained on the pooled data of all clients, scored on the same clients'
+domains). LLM rows (exact match over all
 four domains, and per domain): its start, after FedMKT, and centralized_llm (its LoRA fine-tuned on
 the pooled client data). Also the bytes of top-k lists per client per round beside the dense
 B x L x V float32 size the reference sends, the alignment coverage (share of positions with a 1:1
@@ -13,10 +15,7 @@ next-token match) for each tokenizer pair, the vocabulary-map build time of Smol
 from __future__ import annotations
 
 import os
-import sys
 
-# This folder holds serve.py: drop it from sys.path so that `import serve` finds the package.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
@@ -36,10 +35,8 @@ from fedsim.models.checkpoints import CheckpointError, installed_directory  # no
 from fedsim.models.presets import model_tokenizer  # noqa: E402
 from fedsim.models.tokenizer import builtin_tokenizer  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fedcollm_table import llm_fields, run  # noqa: E402
 
-sys.path.pop(0)
 CONFIG = Path(__file__).resolve().parents[1] / "fedmkt.yaml"
 
 
@@ -84,10 +81,18 @@ def main() -> None:
         engines[algorithm] = run(config, algorithm)
         walls[algorithm] = time.perf_counter() - started
         print(f"{algorithm}: {walls[algorithm]:.0f} s", flush=True)
+    for preset in presets:  # the upper bound per SLM type: the same clients' data, pooled, on one preset
+        pooled = validate(overridden(yaml.safe_load(CONFIG.read_text()),
+                                     [*args.set, f"clients.presets={{{preset}: 1.0}}"]))
+        started = time.perf_counter()
+        engines[f"centralized {preset}"] = run(pooled, "centralized")
+        walls[f"centralized {preset}"] = time.perf_counter() - started
+        print(f"centralized {preset}: {walls[f'centralized {preset}']:.0f} s", flush=True)
     mode = config.eval.mode if config.eval.mode != "both" else "answer"
     slm = {preset: {"start (untrained)": engines["local"].rows[0][f"accuracy_by_preset/{preset}/{mode}"],
                     "local": engines["local"].rows[-1][f"accuracy_by_preset/{preset}/{mode}"],
-                    "fedmkt": engines["fedmkt"].rows[-1][f"accuracy_by_preset/{preset}/{mode}"]}
+                    "fedmkt": engines["fedmkt"].rows[-1][f"accuracy_by_preset/{preset}/{mode}"],
+                    "centralized (upper bound)": engines[f"centralized {preset}"].rows[-1][f"accuracy/{mode}"]}
            for preset in presets}
     llm = {"start": llm_fields(engines["fedmkt"].rows[0]), "after fedmkt": llm_fields(engines["fedmkt"].rows[-1]),
            "centralized_llm (upper bound)": llm_fields(engines["centralized_llm"].rows[-1])}
@@ -110,9 +115,9 @@ def main() -> None:
     map_seconds = vocab_map_seconds()
 
     print(f"\nSLM accuracy on the clients' domains ({mode}, {config.rounds} rounds)")
-    print("  " + " " * 22 + "".join(f"{p:>20}" for p in presets))
-    for row in ("start (untrained)", "local", "fedmkt"):
-        print(f"  {row:<22}" + "".join(f"{100 * slm[p][row]:19.1f}%" for p in presets))
+    print("  " + " " * 26 + "".join(f"{p:>20}" for p in presets))
+    for row in ("start (untrained)", "local", "fedmkt", "centralized (upper bound)"):
+        print(f"  {row:<26}" + "".join(f"{100 * slm[p][row]:19.1f}%" for p in presets))
     domains = sorted(k for k in llm["start"] if k != "all")
     print("\nLLM accuracy (rationale-then-answer)     all  " + "  ".join(f"{d:>8}" for d in domains))
     for name, fields in llm.items():

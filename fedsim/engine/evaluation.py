@@ -98,14 +98,16 @@ class Evaluator:
                 for preset, counts in per_preset[mode].items():
                     correct, total = sum(c for c, _ in counts.values()), sum(t for _, t in counts.values())
                     fields[f"test_accuracy/{preset}/{mode}"] = correct / max(1, total)
-                if self.algorithm.pooled:
-                    fields[f"accuracy/{mode}"] = fields[f"test_accuracy/{min(globals_by_preset)}/{mode}"]
-                else:
-                    fields[f"accuracy/{mode}"] = float(np.mean([
-                        client_accuracy(per_preset[mode][self.profiles.preset_of(c)], mixtures[c])
-                        for c in self.clients]))
+                fields[f"accuracy/{mode}"] = float(np.mean([
+                    client_accuracy(per_preset[mode][self._scored_preset(c, globals_by_preset)], mixtures[c])
+                    for c in self.clients]))
         fields["accuracy"] = fields[f"accuracy/{self.modes[0]}"]
         return fields
+
+    def _scored_preset(self, client: int, globals_by_preset: dict[str, Any]) -> str:
+        """The preset whose global model stands for `client`: its own, or the one model of a pooled run
+        (scored, like every other, with each evaluation client's domain mixture)."""
+        return min(globals_by_preset) if self.algorithm.pooled else self.profiles.preset_of(client)
 
     def _global_counts(self, globals_by_preset: dict[str, Any]) -> dict[str, dict[str, dict[str, list[int]]]]:
         """Per mode and preset, per-domain counts of the global model on the whole test split."""

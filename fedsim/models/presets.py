@@ -83,6 +83,8 @@ PRESETS: dict[str, PresetSpec] = {
                                  tokenizer="unigram"),
     "gpt2-0.3m-uni": PresetSpec("gpt2", hidden_size=64, num_layers=5, num_heads=4, intermediate_size=256,
                                 tokenizer="unigram"),
+    "llama-1m-sbpe": PresetSpec("llama", hidden_size=128, num_layers=5, num_heads=4, intermediate_size=320,
+                                tokenizer="bpe-small"),
 }
 
 

@@ -1,12 +1,15 @@
-"""The built-in tokenizers, trained on the built-in task's text: a byte-level BPE (the default) and a
-SentencePiece-style Unigram, so that models of the built-in task can disagree on tokenization as real
-ones do (FedMKT, algorithms.md §5).
+"""The built-in tokenizers, trained on the built-in task's text: a byte-level BPE (the default), a much
+smaller byte-level BPE and a SentencePiece-style Unigram, so that models of the built-in task can
+disagree on tokenization as real ones do (FedMKT, algorithms.md §5).
 
-Both write every digit as a token of its own and encode any text without an unknown token, so user
-data and LLM prompts never lose a character; both have the specials <pad> (id 0) and <eos> (id 1).
+All write every digit as a token of its own and encode any text without an unknown token, so user
+data and LLM prompts never lose a character; all have the specials <pad> (id 0) and <eos> (id 1).
 
 - "bpe": byte-level BPE with GPT-2's 'Ġ' word starts; every word the generator can produce is one
   token, " 7" is one token. Saved under fedsim/models/assets/tokenizer/.
+- "bpe-small": the same BPE trainer stopped at 400 tokens (142 merges): frequent words are one
+  token, the others split into pieces ("Ġoven" is "Ġo", "v", "en"), so the task's text takes about
+  1.5 times as many tokens. Saved under fedsim/models/assets/tokenizer-bpe-small/.
 - "unigram": a Unigram language model over pieces with Llama's '▁' word starts; punctuation stays on
   the word before it ("▁marks."), a digit is split from the '▁' before it ("▁", "7") as in Llama, and
   characters outside its pieces fall back to the byte pieces <0x00>..<0xFF>. A third special, <unk>
@@ -15,7 +18,7 @@ data and LLM prompts never lose a character; both have the specials <pad> (id 0)
   '▁' reads back as a space. Saved under
   fedsim/models/assets/tokenizer-unigram/.
 
-Regenerate both with `python -m fedsim.models.tokenizer`.
+Regenerate all three with `python -m fedsim.models.tokenizer`.
 """
 from __future__ import annotations
 
@@ -31,10 +34,12 @@ from transformers import PreTrainedTokenizerFast
 from fedsim.data.prompts import render_prompt, render_target
 from fedsim.data.task import generate_examples
 
-TokenizerKind = Literal["bpe", "unigram"]
+TokenizerKind = Literal["bpe", "bpe-small", "unigram"]
 BUILTIN_TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer"
 UNIGRAM_TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer-unigram"
-TOKENIZER_DIRS: dict[str, Path] = {"bpe": BUILTIN_TOKENIZER_DIR, "unigram": UNIGRAM_TOKENIZER_DIR}
+SMALL_BPE_TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer-bpe-small"
+TOKENIZER_DIRS: dict[str, Path] = {"bpe": BUILTIN_TOKENIZER_DIR, "bpe-small": SMALL_BPE_TOKENIZER_DIR,
+                                   "unigram": UNIGRAM_TOKENIZER_DIR}
 PAD_TOKEN = "<pad>"
 EOS_TOKEN = "<eos>"
 UNK_TOKEN = "<unk>"
@@ -44,6 +49,7 @@ VOCAB_SIZE = 1024  # an upper bound: training stops when no pair is left to merg
 # uses 153 of the learned pieces (whole words with their punctuation, the digits, '▁'), the others
 # are characters and sub-word pieces for other text.
 UNIGRAM_VOCAB_SIZE = 600
+SMALL_BPE_VOCAB_SIZE = 400
 BYTE_PIECES = tuple(f"<0x{byte:02X}>" for byte in range(256))
 WORD_START = "▁"
 _CORPUS_EXAMPLES_PER_SPLIT = 4000
@@ -154,9 +160,11 @@ def builtin_tokenizer(kind: TokenizerKind = "bpe") -> PreTrainedTokenizerFast:
 
 
 def main() -> None:
-    """Retrain both built-in tokenizers and save them under their TOKENIZER_DIRS."""
+    """Retrain the built-in tokenizers and save them under their TOKENIZER_DIRS."""
     corpus = builtin_corpus()
-    for kind, tokenizer in (("bpe", train_tokenizer(corpus)), ("unigram", train_unigram_tokenizer(corpus))):
+    trained = (("bpe", train_tokenizer(corpus)), ("bpe-small", train_tokenizer(corpus, SMALL_BPE_VOCAB_SIZE)),
+               ("unigram", train_unigram_tokenizer(corpus)))
+    for kind, tokenizer in trained:
         tokenizer.save_pretrained(str(TOKENIZER_DIRS[kind]))
         print(f"saved the {len(tokenizer)}-token {kind} tokenizer to {TOKENIZER_DIRS[kind]}")
 

@@ -23,7 +23,7 @@ from fedsim.pretrain import load_report
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_parameter_counts_match_the_names(name):
-    millions = float(re.search(r"-([\d.]+)m(-uni)?$", name).group(1))
+    millions = float(re.search(r"-([\d.]+)m(-uni|-sbpe)?$", name).group(1))
     count = num_parameters(build_model(name, model_tokenizer(name), seed=0))
     assert 0.8 * millions * 1e6 <= count <= 1.25 * millions * 1e6, count
 

@@ -1,4 +1,4 @@
-"""Tests of the built-in tokenizers: the BPE (the `tokenizer` fixture) and the Unigram."""
+"""Tests of the built-in tokenizers: the BPE (the `tokenizer` fixture), the small BPE and the Unigram."""
 from fedsim.data.prompts import render_prompt, render_target
 from fedsim.data.task import generate_examples, vocabulary_words
 from fedsim.models.tokenizer import builtin_corpus, builtin_tokenizer, train_tokenizer, train_unigram_tokenizer
@@ -105,3 +105,19 @@ def test_train_unigram_tokenizer_is_deterministic():
     texts = builtin_corpus()[:2000]
     first, again = (train_unigram_tokenizer(texts).backend_tokenizer.to_str() for _ in range(2))
     assert first == again
+
+
+def test_the_small_bpe_splits_what_the_bpe_keeps_whole(tokenizer):
+    small = builtin_tokenizer("bpe-small")
+    assert len(small) == 400 and small.pad_token_id == 0 and small.eos_token_id == 1
+    texts = [render_prompt(example, "rationale") + render_target(example, "rationale")
+             for example in generate_examples(50, seed=0, split="public")]
+    for text in texts:
+        ids = small.encode(text, add_special_tokens=False)
+        assert small.decode(ids) == text
+        assert all(sum(ch.isdigit() for ch in token) <= 1 for token in small.convert_ids_to_tokens(ids))
+    assert small.tokenize(" The oven dial") == ["ĠThe", "Ġo", "v", "en", "Ġdi", "al"]
+    assert tokenizer.tokenize(" The oven dial") == ["ĠThe", "Ġoven", "Ġdial"]
+    small_count = sum(len(small.encode(text, add_special_tokens=False)) for text in texts)
+    bpe_count = sum(len(tokenizer.encode(text, add_special_tokens=False)) for text in texts)
+    assert small_count > 1.3 * bpe_count

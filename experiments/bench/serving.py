@@ -5,32 +5,26 @@ before sending its next request) call ``generate`` (via ``complete``, to count t
 ``topk_logits`` on the tiny random LLM on CPU. Each request carries several prompts or
 token sequences. Prints a table and writes experiments/bench/results/serve.json.
 
-    python experiments/bench/serve.py [--callers 16] [--requests-per-caller 8]
+    python experiments/bench/serving.py [--callers 16] [--requests-per-caller 8]
 """
+import argparse
+import asyncio
+import json
 import os
-import sys
+import platform
+import tempfile
+import time
+from pathlib import Path
 
-# This file is named serve.py: drop its folder from sys.path so that `import serve` finds
-# the fedsim package (and Ray does not hand this folder to its workers).
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import numpy as np
+import ray
+from ray.serve.handle import DeploymentHandle
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-from ray.serve.handle import DeploymentHandle  # noqa: E402
-
-from serve.backends.hf import HFBackend  # noqa: E402
-from serve.app import replica_stats, start_llm_deployment, stop_llm_deployment  # noqa: E402
-from serve.params import GenerationParams  # noqa: E402
-from serve.settings import ServeSettings  # noqa: E402
-from serve.tiny import WORDS, build_tiny_llm  # noqa: E402
+from serve.backends.hf import HFBackend
+from serve.app import replica_stats, start_llm_deployment, stop_llm_deployment
+from serve.params import GenerationParams
+from serve.settings import ServeSettings
+from serve.tiny import WORDS, build_tiny_llm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"
 

@@ -32,7 +32,8 @@ bench: $(STAMP)
 
 # Rebuild the pretrained bases shipped in fedsim/models/assets/bases: the clients' base (about 6 minutes
 # on one core), a client base on the Unigram tokenizer (about 16 minutes), the FedCoT teacher (about 20 minutes on one core; `fedsim teacher train` settings) and
-# the FedCoLLM server LLM that knows only shopping and travel (the teacher's settings, about 20 minutes).
+# the FedCoLLM server LLM that knows only shopping and travel (the teacher's settings, about 20 minutes),
+# and the same on the small BPE, FedMKT's server LLM (about 35 minutes).
 bases: $(STAMP)
 	$(BIN)/fedsim pretrain --preset llama-0.3m --arithmetic-steps 1500 --steps 1200 --seed 1 \
 		--out fedsim/models/assets/bases/llama-0.3m-pt --force
@@ -40,6 +41,8 @@ bases: $(STAMP)
 		--out fedsim/models/assets/bases/gpt2-0.3m-uni-pt --force
 	$(BIN)/fedsim teacher train --out fedsim/models/assets/bases/llama-1m-teacher --force
 	$(BIN)/fedsim teacher train --domains shopping,travel --out fedsim/models/assets/bases/llama-1m-2dom --force
+	$(BIN)/fedsim teacher train --preset llama-1m-sbpe --domains shopping,travel \
+		--out fedsim/models/assets/bases/llama-1m-2dom-sbpe --force
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,11 +1,12 @@
 """Tiny model presets built from transformers configs, and loading/saving of local models.
 
 A preset name ("llama-1m", "gpt2-5m", ...) builds a seeded, randomly initialised causal LM
-sized for its built-in tokenizer (fedsim.models.tokenizer: the BPE, or the Unigram for the "-uni"
-presets); the number in the name is the approximate parameter count.
+sized for its built-in tokenizer (fedsim.models.tokenizer: the BPE, the Unigram for the "-uni"
+presets, the small BPE for the "-sbpe" ones); the number in the name is the approximate parameter count.
 A pretrained base name ("llama-0.3m-pt", the clients' base; "llama-1m-teacher", the server LLM of
 the built-in task; "llama-1m-2dom", a server LLM that knows only the shopping and travel domains,
-for FedCoLLM; "gpt2-0.3m-uni-pt", a client base on the Unigram tokenizer) loads a preset that
+for FedCoLLM, and "llama-1m-2dom-sbpe", the same on the small BPE, for FedMKT; "gpt2-0.3m-uni-pt", a
+client base on the Unigram tokenizer) loads a preset that
 fedsim.pretrain trained on the task's public split, shipped with the package (`make bases` rebuilds
 them; each directory's pretrain.json says how and how well). Anything else is a local Hugging Face
 directory: nothing is ever fetched from the hub. A real checkpoint's name ("smollm2-135m",
@@ -92,7 +93,7 @@ BASES_DIR = Path(__file__).resolve().parent / "assets" / "bases"
 # Names of the shipped pretrained bases: each is a directory under BASES_DIR whose pretrain.json
 # names its preset and training.
 PRETRAINED_BASES: frozenset[str] = frozenset({"llama-0.3m-pt", "llama-1m-teacher", "llama-1m-2dom",
-                                              "gpt2-0.3m-uni-pt"})
+                                              "gpt2-0.3m-uni-pt", "llama-1m-2dom-sbpe"})
 
 
 def model_directory(name_or_path: str | Path) -> Path:

@@ -12,6 +12,15 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts (and ends) on one torch thread: fedsim.pretrain leaves the thread count it
+    trained with (by default every core), which would otherwise carry over to every later test."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """Start the one local Ray instance of this test session (never `ray stop`)."""

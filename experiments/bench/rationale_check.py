@@ -83,7 +83,7 @@ def main() -> None:
     if args.base_steps:
         args.base_dir = args.base_dir or Path("runs/bases") / f"{args.preset}-arithmetic-{args.base_steps}"
         base, _ = ensure_pretrained(args.base_dir, PretrainSettings(
-            preset=args.preset, arithmetic_steps=args.base_steps, steps=0, seed=args.seed + 1))
+            preset=args.preset, arithmetic_steps=args.base_steps, steps=0, seed=args.seed + 1), threads=1)
         print(base.summary(), flush=True)
 
     train = generate_examples(args.n_train, args.seed, "train")

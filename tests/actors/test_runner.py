@@ -23,8 +23,14 @@ def strip(rows):
     return [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
 
 
-def test_run_writes_rows_summary_and_config(ray_session, tmp_path):
-    run_dir, summaries = run_experiment(vector_config(tmp_path), progress=False)
+@pytest.fixture(scope="module")
+def full_run(ray_session, tmp_path_factory):
+    """One uninterrupted 3-round run of vector_config: checked as it is, and the reference of a resumed run."""
+    return run_experiment(vector_config(tmp_path_factory.mktemp("full")), progress=False)
+
+
+def test_run_writes_rows_summary_and_config(full_run):
+    run_dir, summaries = full_run
     rows = [json.loads(line) for line in (run_dir / "fedavg_vector" / "rows.jsonl").read_text().splitlines()]
     assert [row["round"] for row in rows] == [1, 2, 3]
     assert summaries[0]["bytes_up"] == sum(row["bytes_up"] for row in rows) > 0
@@ -32,9 +38,8 @@ def test_run_writes_rows_summary_and_config(ray_session, tmp_path):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["clients"]["num"] == 40
 
 
-def test_resume_continues_after_the_last_completed_round(ray_session, tmp_path):
-    config = vector_config(tmp_path)
-    full_dir, _ = run_experiment(config, progress=False)
+def test_resume_continues_after_the_last_completed_round(ray_session, full_run, tmp_path):
+    full_dir, _ = full_run
     partial_config = vector_config(tmp_path / "partial", rounds=1)
     partial_dir, _ = run_experiment(partial_config, progress=False)
     # Pretend the run was interrupted after round 1 of 3: drop its summary, restore the planned rounds.
@@ -61,7 +66,6 @@ def test_cli_reports_bad_config_without_starting(tmp_path, capsys):
 
 
 def test_secure_aggregation_across_worker_actors(ray_session, tmp_path):
-    plain_dir, _ = run_experiment(vector_config(tmp_path / "plain", rounds=2), progress=False)
     secure_config = vector_config(tmp_path / "secure", rounds=2,
                                   secagg={"mode": "protocol", "clip_range": 0.2, "dropout_rate": 0.2})
     secure_dir, _ = run_experiment(secure_config, progress=False)

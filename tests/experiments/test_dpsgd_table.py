@@ -1,23 +1,14 @@
 """Smoke test of the DP-SGD accuracy table at a tiny budget."""
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "bench" / "dpsgd_table.py"
 
 
-def test_one_row_per_epsilon_with_the_ledgers_epsilon(tmp_path):
+def test_one_row_per_epsilon_with_the_ledgers_epsilon(ray_session, run_bench, tmp_path):
     out = tmp_path / "result.json"
     tiny = ["rounds=1", "clients.num=4", "clients.per_round=2", "task.train_per_client=8", "task.test_size=4",
             "train.local_steps=2", "eval.max_clients=2", "eval.client_test_size=2", "engine.num_workers=1"]
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--eps", "inf", "4", "--output-dir", str(tmp_path / "runs"), "--out", str(out),
-         *[arg for item in tiny for arg in ("--set", item)]],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    run_bench("dpsgd_table", ["--eps", "inf", "4", "--output-dir", str(tmp_path / "runs"), "--out", str(out),
+                              *[arg for item in tiny for arg in ("--set", item)]])
     rows = json.loads(out.read_text())["rows"]
     assert [row["target_eps"] for row in rows] == [math.inf, 4.0]
     assert rows[0]["eps_spent_max"] is None and rows[0]["noise_multiplier"] is None

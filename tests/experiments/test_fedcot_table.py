@@ -1,27 +1,20 @@
 """Smoke test of the FedCoT benchmark script at a tiny budget, with a teacher of a few steps."""
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 from fedsim.pretrain import PretrainSettings, pretrain
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "bench" / "fedcot_table.py"
 
-
-def test_rows_teacher_and_ledger_figures(tmp_path):
+def test_rows_teacher_and_ledger_figures(run_bench, tmp_path, capsys):
     teacher = tmp_path / "teacher"
-    pretrain(teacher, PretrainSettings(preset="llama-0.3m", arithmetic_steps=2, steps=2, test_size=2))
+    pretrain(teacher, PretrainSettings(preset="llama-0.3m", arithmetic_steps=2, steps=2, test_size=2), threads=1)
     out = tmp_path / "result.json"
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--teacher", str(teacher), "--clients", "2", "--train-per-client", "6",
-         "--rounds", "1", "--local-steps", "1", "--test-size", "3", "--eval-clients", "1", "--eps", "inf", "4",
-         "--decoder-model", "llama-0.3m", "--decoder-public", "4", "--decoder-steps", "1",
-         "--alpha-rows", "0.5", "--scale-clients", "0", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    run_bench("fedcot_table", [
+        "--teacher", str(teacher), "--clients", "2", "--train-per-client", "6",
+        "--rounds", "1", "--local-steps", "1", "--test-size", "3", "--eval-clients", "1", "--eps", "inf", "4",
+        "--decoder-model", "llama-0.3m", "--decoder-public", "4", "--decoder-steps", "1",
+        "--alpha-rows", "0.5", "--scale-clients", "0", "--out", str(out)])
+    stdout = capsys.readouterr().out
     result = json.loads(out.read_text())
     rows = {row["name"]: row for row in result["rows"]}
     fedcot = [f"{prefix}, recover {recover}" for prefix in ("FedCoT eps inf (clean)", "FedCoT-EM eps 4")
@@ -43,4 +36,4 @@ def test_rows_teacher_and_ledger_figures(tmp_path):
     assert all(0.0 <= entry[key] <= 1.0 for entry in result["teacher"]
                for key in ("raw", "decoder", "decoder_no_reply", "oracle"))
     assert result["setup"]["recover"] == ["none", "decoder", "oracle"] and "scale" not in result
-    assert "(oracle)" in completed.stdout
+    assert "(oracle)" in stdout

@@ -25,13 +25,15 @@ from serve.inprocess import InProcessLLM
 TINY = PretrainSettings(preset="llama-0.3m", arithmetic_steps=4, steps=6, public_size=16, batch_size=4,
                         test_size=4)
 TINY_FLAGS = ["--preset", "llama-0.3m", "--arithmetic-steps", "4", "--steps", "6", "--public-size", "16",
-              "--batch-size", "4", "--test-size", "4"]
+              "--batch-size", "4", "--test-size", "4", "--threads", "1"]
+# Trainings here run on one thread (threads=1, --threads 1) unless the thread count is what a test checks:
+# the default, every core, is many times slower for these tiny models on a busy 2-core machine.
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     directory = tmp_path_factory.mktemp("pretrain") / "model"
-    return directory, pretrain(directory, TINY)
+    return directory, pretrain(directory, TINY, threads=1)
 
 
 def test_saves_a_loadable_model_with_its_report(trained):
@@ -51,7 +53,7 @@ def test_saves_a_loadable_model_with_its_report(trained):
 
 
 def test_arithmetic_only_is_allowed(tmp_path):
-    report = pretrain(tmp_path / "arith", replace(TINY, steps=0, arithmetic_steps=2))
+    report = pretrain(tmp_path / "arith", replace(TINY, steps=0, arithmetic_steps=2), threads=1)
     assert report.settings.steps == 0 and report.final_loss > 0
 
 
@@ -73,12 +75,12 @@ def test_trains_with_the_threads_it_is_given_and_shows_progress(tmp_path, capsys
 def test_an_existing_model_is_reused_unless_forced(trained):
     directory, report = trained
     written = (directory / "model.safetensors").stat().st_mtime_ns
-    reused, trained_now = ensure_pretrained(directory, TINY)
+    reused, trained_now = ensure_pretrained(directory, TINY, threads=1)
     assert not trained_now and reused == report
     assert (directory / "model.safetensors").stat().st_mtime_ns == written
     other = directory.with_name("forced")
     (other / "stale").mkdir(parents=True)  # whatever was there is replaced
-    _, trained_now = ensure_pretrained(other, TINY, force=True)
+    _, trained_now = ensure_pretrained(other, TINY, force=True, threads=1)
     assert trained_now and not (other / "stale").exists() and load_report(other).settings.preset == "llama-0.3m"
 
 

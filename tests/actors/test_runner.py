@@ -100,13 +100,15 @@ def test_same_metrics_with_one_and_two_workers(ray_session, tmp_path):
 
 
 def test_dedicated_workers_one_per_client(ray_session, tmp_path):
+    # 2 clients: a pool sized by resources would have 4 workers (2 CPUs / 0.5), a dedicated one has 2
     config = lora_config(tmp_path, "auto", algorithms=["local"], rounds=1,
-                         clients={"num": 4, "per_round": 4, "presets": {"llama-0.3m": 1}},
+                         clients={"num": 2, "per_round": 2, "presets": {"llama-0.3m": 1}},
                          engine={"dedicated": True, "num_cpus_per_worker": 0.5}, eval={"every": 0})
+    assert pool_size(lora_config(tmp_path, "auto", engine={"num_cpus_per_worker": 0.5})) == 4
     run_dir, summaries = run_experiment(config, progress=False)
-    assert summaries[0]["workers"] == 4
+    assert summaries[0]["workers"] == 2
     assert (run_dir / "local" / "client_state").is_dir()
-    assert len(list((run_dir / "local" / "client_state").iterdir())) == 4
+    assert len(list((run_dir / "local" / "client_state").iterdir())) == 2
 
 
 def test_pool_too_large_for_a_running_cluster_leaves_no_run_folder(ray_session, tmp_path):

@@ -53,7 +53,7 @@ def test_saves_a_loadable_model_with_its_report(trained):
 
 
 def test_arithmetic_only_is_allowed(tmp_path):
-    report = pretrain(tmp_path / "arith", replace(TINY, steps=0, arithmetic_steps=2), threads=1)
+    report = pretrain(tmp_path / "arith", replace(TINY, steps=0, arithmetic_steps=2, test_size=1), threads=1)
     assert report.settings.steps == 0 and report.final_loss > 0
 
 
@@ -62,7 +62,7 @@ def test_trains_with_the_threads_it_is_given_and_shows_progress(tmp_path, capsys
 
     before = torch.get_num_threads()
     try:
-        pretrain(tmp_path / "two", replace(TINY, steps=0, arithmetic_steps=2), threads=2, progress=True)
+        pretrain(tmp_path / "two", replace(TINY, steps=0, arithmetic_steps=2, test_size=1), threads=2, progress=True)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

@@ -120,9 +120,13 @@ def main() -> None:
     print(f"\nFedCoLLM server step wall time per round: {np.mean(server_s):.1f} s (min {min(server_s):.1f}, "
           f"max {max(server_s):.1f}); KD reduction: {KD_REDUCTION}")
     result = {"config": str(CONFIG), "overrides": args.set, "rounds": config.rounds, "slm_accuracy": slm, "llm_accuracy": llm,
-              "bytes": comm, "server_step_s": server_s, "wall_s": walls, "kd_reduction": KD_REDUCTION,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 1}}
-    out = Path(args.out)
+              "bytes": comm, "server_step_s": server_s, "wall_s": walls, "kd_reduction": KD_REDUCTION}
+    write_result(Path(args.out), result)
+
+
+def write_result(out: Path, result: dict[str, Any]) -> None:
+    """Write a one-thread table's `result` as JSON to `out`, with the machine it ran on."""
+    result = {**result, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 1}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

@@ -18,8 +18,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -30,7 +28,7 @@ import yaml  # noqa: E402
 from fedsim.config import validate  # noqa: E402
 from fedsim.models.checkpoints import CheckpointError, installed_directory  # noqa: E402
 
-from fedcollm_table import llm_fields, run  # noqa: E402
+from fedcollm_table import llm_fields, run, write_result  # noqa: E402
 from fedmkt_table import CONFIG, overridden  # noqa: E402
 
 SMALL_RUN = ["llm.model=smollm2-135m", "rounds=2", "clients.num=4", "clients.per_round=4",
@@ -79,12 +77,8 @@ def main() -> None:
         print(f"SLM {preset}: start {100 * values['start']:.1f}%, after {100 * values['after fedmkt']:.1f}%")
     result = {"config": str(CONFIG), "overrides": [*SMALL_RUN, *args.set], "wall_s": wall,
               "bytes_per_client_round": per_client, "server_step_s": server_s, "coverage_slm_to_llm": coverage,
-              "llm_accuracy": llm, "slm_accuracy": slm,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 1}}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+              "llm_accuracy": llm, "slm_accuracy": slm}
+    write_result(Path(args.out), result)
 
 
 if __name__ == "__main__":

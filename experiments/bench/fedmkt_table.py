@@ -19,8 +19,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -35,7 +33,7 @@ from fedsim.models.checkpoints import CheckpointError, installed_directory  # no
 from fedsim.models.presets import model_tokenizer  # noqa: E402
 from fedsim.models.tokenizer import builtin_tokenizer  # noqa: E402
 
-from fedcollm_table import llm_fields, run  # noqa: E402
+from fedcollm_table import llm_fields, run, write_result  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "fedmkt.yaml"
 
@@ -73,7 +71,8 @@ def main() -> None:
     parser.add_argument("--out", default="experiments/bench/results/fedmkt_table.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = validate(overridden(yaml.safe_load(CONFIG.read_text()), args.set))
+    raw = overridden(yaml.safe_load(CONFIG.read_text()), args.set)
+    config = validate(raw)
     presets = sorted(config.clients.presets)
     engines, walls = {}, {}
     for algorithm in ("local", "fedmkt", "centralized_llm"):
@@ -82,8 +81,7 @@ def main() -> None:
         walls[algorithm] = time.perf_counter() - started
         print(f"{algorithm}: {walls[algorithm]:.0f} s", flush=True)
     for preset in presets:  # the upper bound per SLM type: the same clients' data, pooled, on one preset
-        pooled = validate(overridden(yaml.safe_load(CONFIG.read_text()),
-                                     [*args.set, f"clients.presets={{{preset}: 1.0}}"]))
+        pooled = validate({**raw, "clients": {**raw["clients"], "presets": {preset: 1.0}}})
         started = time.perf_counter()
         engines[f"centralized {preset}"] = run(pooled, "centralized")
         walls[f"centralized {preset}"] = time.perf_counter() - started
@@ -133,12 +131,8 @@ def main() -> None:
               "bytes": {"up_per_client_round": up, "down_per_client_round": down, "vocab_maps_total": maps,
                         "dense_reference_per_model": dense},
               "coverage_in_run": coverage, "coverage_by_pair": pair_coverage, "vocab_map_seconds": map_seconds,
-              "server_step_s": server_s, "wall_s": walls,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 1}}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+              "server_step_s": server_s, "wall_s": walls}
+    write_result(Path(args.out), result)
 
 
 def _one_hot_lists(ids: np.ndarray):
